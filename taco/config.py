@@ -1,0 +1,207 @@
+"""params.yaml → frozen, self-validating config dataclasses (unknown keys are rejected).
+
+Every pipeline stage owns one section of params.yaml. The section's dataclass is declared
+here and registered in ``SECTIONS``; ``load_params`` reads the file, rejects unknown
+sections and keys with a message that names them, and builds the dataclasses.
+Each dataclass may define ``validate(self) -> None`` that raises ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params.yaml value is missing, unknown or out of range (the message names it)."""
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp``, or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, value, where)
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        item_tp = args[0] if args else Any
+        return tuple(_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        key_tp, val_tp = args if args else (Any, Any)
+        return types.MappingProxyType(
+            {
+                _convert(k, key_tp, where): _convert(v, val_tp, f"{where}.{k}")
+                for k, v in value.items()
+            }
+        )
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str | Path):
+            raise ConfigError(f"{where}: expected a path string, got {value!r}")
+        return Path(value)
+    return value
+
+
+def from_mapping(cls: type[T], data: Any, where: str) -> T:
+    """Build the frozen dataclass ``cls`` from a mapping; unknown keys raise ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+            f"allowed: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}: required key '{name}' is missing")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """A plain, YAML/JSON-serialisable view of a config object (for logs and run records)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def check_range(where: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+    """Raise ConfigError unless ``low (<|<=) value <= high``; the message names the range."""
+    ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ConfigError(f"{where}: {value!r} is outside the allowed range {bracket}{low}, {high}]")
+
+
+# ---------------------------------------------------------------------------------------
+# Sections. Each stage adds its frozen dataclass and registers it in SECTIONS.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseParams:
+    """Shared settings: the seed and where things live."""
+
+    seed: int = 0
+    data_dir: Path = Path("data")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressParams:
+    """Inference defaults for `taco compress` and the served compressor."""
+
+    model: str | None = None
+    rate: float = 0.5
+    force_tokens: tuple[str, ...] = ("\n",)
+    keep_digits: bool = False
+    dtype: typing.Literal["float32", "bfloat16", "auto"] = "float32"
+    max_seq_len: int = 512
+
+    def validate(self) -> None:
+        check_range("compress.rate", self.rate, 0.0, 1.0, low_open=True)
+        check_range("compress.max_seq_len", self.max_seq_len, 16, 1_000_000)
+
+
+SECTIONS: dict[str, type] = {
+    "base": BaseParams,
+    "compress": CompressParams,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """All sections of params.yaml; sections absent from the file take their defaults."""
+
+    sections: Mapping[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read params.yaml (a missing file gives all defaults) and validate every section."""
+    path = Path(path)
+    raw: Any = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{line}: not valid YAML ({exc})") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown section(s) {', '.join(map(str, unknown))}; "
+            f"allowed: {', '.join(sorted(SECTIONS))}"
+        )
+    sections = {
+        name: from_mapping(cls, raw.get(name), f"{path}:{name}") for name, cls in SECTIONS.items()
+    }
+    return Params(types.MappingProxyType(sections))

@@ -1,0 +1,41 @@
+"""Shared test setup: offline env, temporary homes, and the shared real data samples."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Offline by construction, for this process and every subprocess a test starts.
+for key, value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(key, value)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _temporary_homes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    homes = tmp_path_factory.mktemp("homes")
+    os.environ["AIRFLOW_HOME"] = str(homes / "airflow")
+    os.environ["BENTOML_HOME"] = str(homes / "bentoml")
+    os.environ["HF_HOME"] = str(homes / "hf")
+    os.environ.setdefault("TACO_CACHE_DIR", str(homes / "taco-cache"))
+
+
+def shared_data(task: str) -> Path:
+    """Path of ../shared/data/<task>/dev.jsonl; skips the test with a reason when absent."""
+    path = SHARED_DATA / task / "dev.jsonl"
+    if not path.exists():
+        pytest.skip(f"shared test data not found: {path}")
+    return path
