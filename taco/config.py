@@ -144,6 +144,7 @@ class BaseParams:
     """Shared settings: the seed and where things live."""
 
     seed: int = 0
+    task: str = "code"
     data_dir: Path = Path("data")
 
 
