@@ -292,7 +292,9 @@ def length_buckets(lengths: Sequence[int], max_tokens: int, max_rows: int) -> li
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _Doc:
+class Document:
+    """A text prepared for the encoder: its alignment, token chunks and question ids."""
+
     al: Alignment
     chunks: list[tuple[int, int]]
     question_ids: np.ndarray | None
@@ -460,7 +462,7 @@ class Compressor:
 
     # ----------------------------------------------------------------------------- encoder
 
-    def prepare(self, text: str, question: str = "") -> _Doc:
+    def prepare(self, text: str, question: str = "") -> Document:
         """Tokenize once, align words, and cut into encoder windows."""
         al = align(text, self.tokenizer)
         q_ids = None
@@ -472,7 +474,7 @@ class Compressor:
                 q = q[:cap]
             q_ids = np.asarray(q, dtype=np.int64)
         window = self.max_seq_len - self.layout.overhead(0 if q_ids is None else len(q_ids))
-        return _Doc(al, chunk_spans(al, window) if al.n_tokens else [], q_ids)
+        return Document(al, chunk_spans(al, window) if al.n_tokens else [], q_ids)
 
     def token_probabilities(
         self, texts: Sequence[str], questions: Sequence[str] | None = None
@@ -481,14 +483,23 @@ class Compressor:
         qs = questions if questions is not None else [""] * len(texts)
         return self._encode([self.prepare(t, q) for t, q in zip(texts, qs, strict=True)])
 
-    def _encode(self, docs: Sequence[_Doc]) -> list[np.ndarray]:
+    def encoder_rows(
+        self, docs: Sequence[Document]
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[int, int, int, int]]]:
+        """Encoder inputs ``(input_ids, token_type_ids)`` for every chunk of ``docs``, and
+        where each row's context tokens belong: ``(doc index, token start, token end,
+        offset of the first context token in the row)``."""
         rows: list[tuple[np.ndarray, np.ndarray]] = []
-        where: list[tuple[int, int, int, int]] = []  # (doc, token start, token end, offset)
+        where: list[tuple[int, int, int, int]] = []
         for d, doc in enumerate(docs):
             for s, e in doc.chunks:
                 ids, types, offset = self.layout.build(doc.al.token_ids[s:e], doc.question_ids)
                 rows.append((ids, types))
                 where.append((d, s, e, offset))
+        return rows, where
+
+    def _encode(self, docs: Sequence[Document]) -> list[np.ndarray]:
+        rows, where = self.encoder_rows(docs)
         out = [np.zeros(doc.al.n_tokens, dtype=np.float32) for doc in docs]
         for batch in length_buckets([len(r[0]) for r in rows], self.batch_tokens, self.batch_rows):
             p = self._forward([rows[i] for i in batch])
@@ -497,13 +508,17 @@ class Compressor:
                 out[d][s:e] = p[j, off : off + e - s]
         return out
 
-    @torch.inference_mode()
-    def _forward(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    def logits(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
+        """Encoder logits ``(rows, positions, 2)`` for right-padded rows (with autograd
+        when called outside ``torch.inference_mode``: the training policy uses this)."""
         inputs = collate(rows, self.pad_id, self.device)
         if not getattr(self.model.config, "type_vocab_size", 0) > 1:
             inputs.pop("token_type_ids")
-        logits = self.model(**inputs).logits
-        return logits.float().softmax(-1)[..., self.keep_index].cpu().numpy()
+        return self.model(**inputs).logits
+
+    @torch.inference_mode()
+    def _forward(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        return self.logits(rows).float().softmax(-1)[..., self.keep_index].cpu().numpy()
 
     # ---------------------------------------------------------------------------- selection
 
@@ -514,7 +529,7 @@ class Compressor:
 
     def _select(
         self,
-        doc: _Doc,
+        doc: Document,
         token_probs: np.ndarray,
         rate: float | None,
         target_tokens: int | None,
