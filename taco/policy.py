@@ -1,0 +1,189 @@
+"""The training policy: encoder keep-probabilities → sampled keep/drop masks → compressed text.
+
+Inputs are built exactly as the inference ``Compressor`` builds them
+(``Compressor.prepare(text, question)``: the encoder reads ``question [SEP] context`` chunks of
+at most one window each), and the compressed text is rebuilt by ``taco.text.render``, the code
+inference uses. A prompt longer than one window is encoded chunk by chunk and its chunks'
+context tokens are concatenated, so one prompt is one sequence of actions and one reward.
+
+**Action rule** (``level``):
+
+- ``word`` (default): one Bernoulli action per word with p(keep) = mean of its sub-token
+  p(keep). This is exactly the score inference ranks words by (``word_scores``), so what
+  training makes likely is what inference keeps; a word's probability does not shrink with
+  its number of sub-tokens, and no gradient goes to sub-token decisions that had no effect.
+- ``token`` (the paper's rule): one action per sub-token; a word is kept iff all its
+  sub-tokens are kept.
+
+Forced words (``force_tokens``, ``keep_digits``) are always kept and are not actions; the
+question, special tokens and padding are never actions. One encoder forward per prompt
+serves all ``k`` samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+
+from taco.compressor import Compressor, Document, forced_words, length_buckets
+from taco.reinforce import token_log_probs, word_log_probs
+from taco.text import render
+
+Level = Literal["word", "token"]
+_PAD_LOGP = math.log(0.5)  # finite filler for padded positions (always masked out)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Encoded:
+    """Per prompt and action unit (word or token): log p(keep), log p(drop) ``(B, T)``
+    (with autograd), the action mask ``(B, T)`` and each prompt's forced words."""
+
+    docs: list[Document]
+    level: Level
+    logp_keep: torch.Tensor
+    logp_drop: torch.Tensor
+    mask: torch.Tensor
+    forced: list[np.ndarray]
+
+    def n_units(self, b: int) -> int:
+        al = self.docs[b].al
+        return al.n_words if self.level == "word" else al.n_tokens
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Samples:
+    """``k`` sampled compressions per prompt: actions ``(B, k, T)``, word masks, texts and
+    the share of encoder tokens kept."""
+
+    actions: torch.Tensor
+    keep_words: list[list[np.ndarray]]
+    texts: list[list[str]]
+    kept_share: list[list[float]]
+
+
+def prepare(
+    compressor: Compressor, contexts: Sequence[str], questions: Sequence[str] | None = None
+) -> list[Document]:
+    """Documents exactly as inference builds them (question-aware when a question is given)."""
+    qs = questions if questions is not None else [""] * len(contexts)
+    return [compressor.prepare(c, q) for c, q in zip(contexts, qs, strict=True)]
+
+
+def token_logits(compressor: Compressor, docs: Sequence[Document]) -> list[torch.Tensor]:
+    """Logits ``(n_tokens, 2)`` of every context token of each document, chunks
+    concatenated; length-bucketed encoder batches, autograd kept."""
+    rows, where = compressor.encoder_rows(docs)
+    pieces: list[torch.Tensor | None] = [None] * len(rows)
+    lengths = [len(r[0]) for r in rows]
+    for batch in length_buckets(lengths, compressor.batch_tokens, compressor.batch_rows):
+        logits = compressor.logits([rows[i] for i in batch])
+        for j, i in enumerate(batch):
+            _, s, e, off = where[i]
+            pieces[i] = logits[j, off : off + e - s]
+    per_doc: list[list[torch.Tensor]] = [[] for _ in docs]
+    for i, (d, *_rest) in enumerate(where):
+        piece = pieces[i]
+        assert piece is not None
+        per_doc[d].append(piece)
+    empty = torch.zeros((0, 2), device=compressor.device)
+    return [torch.cat(p, 0) if p else empty for p in per_doc]
+
+
+def _pad(seqs: Sequence[torch.Tensor], value: float, device: torch.device) -> torch.Tensor:
+    width = max((s.shape[0] for s in seqs), default=0)
+    out = torch.full((len(seqs), width), value, dtype=torch.float32, device=device)
+    rows = [torch.nn.functional.pad(s.float(), (0, width - s.shape[0]), value=value) for s in seqs]
+    return torch.stack(rows) if rows else out
+
+
+def encode(
+    compressor: Compressor,
+    docs: Sequence[Document],
+    *,
+    level: Level = "word",
+    force_tokens: Sequence[str] = ("\n",),
+    keep_digits: bool = False,
+) -> Encoded:
+    """One encoder pass over all chunks of ``docs`` → per-unit log-probs and action mask."""
+    if level not in ("word", "token"):
+        raise ValueError(f"level must be 'word' or 'token', got {level!r}")
+    device = compressor.device
+    logits = token_logits(compressor, docs)
+    keeps, drops, masks, forced_all = [], [], [], []
+    for doc, lg in zip(docs, logits, strict=True):
+        al = doc.al
+        forced = forced_words(al, force_tokens, keep_digits)
+        lk, ld = token_log_probs(lg, compressor.keep_index)
+        if level == "word" and al.n_words:
+            tw = torch.as_tensor(al.token_word, device=device)
+            lk, ld = word_log_probs(lk, ld, tw, al.n_words)
+            fixed = forced
+        else:
+            fixed = forced[al.token_word] if al.n_words else np.zeros(al.n_tokens, bool)
+        keeps.append(lk)
+        drops.append(ld)
+        masks.append(torch.as_tensor(~fixed, device=device))
+        forced_all.append(forced)
+    logp_keep = _pad(keeps, _PAD_LOGP, device)
+    logp_drop = _pad(drops, _PAD_LOGP, device)
+    width = logp_keep.shape[1]
+    mask = torch.zeros((len(docs), width), dtype=torch.bool, device=device)
+    for b, m in enumerate(masks):
+        mask[b, : m.shape[0]] = m
+    return Encoded(list(docs), level, logp_keep, logp_drop, mask, forced_all)
+
+
+def sample(enc: Encoded, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``k`` Bernoulli action draws per prompt ``(B, k, T)``; non-action positions are 1
+    for forced units and 0 for padding."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    p = enc.logp_keep.detach().exp().clamp(0.0, 1.0)
+    draws = torch.bernoulli(p.unsqueeze(1).expand(-1, k, -1).contiguous(), generator=generator)
+    fixed = torch.zeros_like(p)
+    for b in range(len(enc.docs)):
+        n = enc.n_units(b)
+        fixed[b, :n] = 1.0  # real but not an action → forced keep
+    return torch.where(enc.mask.unsqueeze(1), draws, fixed.unsqueeze(1)).to(torch.uint8)
+
+
+def word_masks(enc: Encoded, actions: torch.Tensor) -> list[list[np.ndarray]]:
+    """Kept-word masks per prompt and sample (forced words always kept)."""
+    acts = actions.bool().cpu().numpy()
+    out: list[list[np.ndarray]] = []
+    for b, doc in enumerate(enc.docs):
+        al = doc.al
+        row = []
+        for j in range(acts.shape[1]):
+            a = acts[b, j, : enc.n_units(b)]
+            if al.n_words == 0:
+                keep = np.zeros(0, dtype=bool)
+            elif enc.level == "word":
+                keep = a.copy()
+            else:
+                keep = np.logical_and.reduceat(a, al.word_first_token)
+            row.append(keep | enc.forced[b])
+        out.append(row)
+    return out
+
+
+def build(
+    enc: Encoded,
+    actions: torch.Tensor,
+    *,
+    keep_newlines: bool = True,
+) -> Samples:
+    """Compressed texts of sampled actions, rebuilt with ``taco.text.render``."""
+    masks = word_masks(enc, actions)
+    texts, shares = [], []
+    for doc, row in zip(enc.docs, masks, strict=True):
+        al = doc.al
+        texts.append([render(al, keep, keep_newlines=keep_newlines)[0] for keep in row])
+        total = max(al.n_tokens, 1)
+        shares.append([float(al.word_n_tokens[keep].sum()) / total for keep in row])
+    return Samples(actions, masks, texts, shares)

@@ -1,0 +1,159 @@
+"""taco.policy on a tiny BERT with the embedded MiniLM tokenizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+from taco import policy
+from taco.compressor import Compressor, embedded_encoder_path, word_scores
+from taco.reinforce import sequence_log_prob
+from taco.text import render
+
+TEXT = (
+    "The steam engine was improved by James Watt in 1776. It used a separate condenser.\n"
+    "Engines powered mills, pumps and locomotives across Britain."
+)
+QUESTION = "Who improved the steam engine?"
+
+
+@pytest.fixture(scope="module")
+def compressor() -> Compressor:
+    tok = AutoTokenizer.from_pretrained(str(embedded_encoder_path()))
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    return Compressor(BertForTokenClassification(cfg), tok, device="cpu", max_seq_len=64)
+
+
+def _bias(comp: Compressor, keep: float) -> None:
+    with torch.no_grad():
+        comp.model.classifier.weight.zero_()
+        comp.model.classifier.bias.copy_(torch.tensor([0.0, keep]))
+
+
+def test_word_probabilities_equal_inference_scores(compressor: Compressor) -> None:
+    docs = policy.prepare(compressor, [TEXT, TEXT], ["", QUESTION])
+    with torch.no_grad():
+        enc = policy.encode(compressor, docs)
+    inference = compressor.token_probabilities([TEXT, TEXT], ["", QUESTION])
+    for b in range(2):
+        n = docs[b].al.n_words
+        expected = word_scores(inference[b], docs[b].al)
+        got = enc.logp_keep[b, :n].exp().numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    # the question changes what the encoder sees, but is never an action
+    assert not np.allclose(enc.logp_keep[0, :n].numpy(), enc.logp_keep[1, :n].numpy())
+    assert docs[0].al.n_words == docs[1].al.n_words
+
+
+def test_long_prompt_is_one_sequence_over_several_chunks(compressor: Compressor) -> None:
+    long_text = " ".join([TEXT] * 6)
+    docs = policy.prepare(compressor, [long_text, "Short one."])
+    assert len(docs[0].chunks) > 1
+    with torch.no_grad():
+        enc = policy.encode(compressor, docs, level="token")
+    assert enc.logp_keep.shape == (2, docs[0].al.n_tokens)
+    assert enc.mask[0].all()
+    assert int(enc.mask[1].sum()) == docs[1].al.n_tokens  # padding is no action
+    actions = policy.sample(enc, 3, torch.Generator().manual_seed(0))
+    assert actions.shape == (2, 3, docs[0].al.n_tokens)
+    assert int(actions[1, :, docs[1].al.n_tokens :].sum()) == 0
+
+
+def test_one_encoder_pass_serves_all_samples(compressor: Compressor) -> None:
+    calls: list[int] = []
+    handle = compressor.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        counts = []
+        for k in (1, 8):
+            calls.clear()
+            docs = policy.prepare(compressor, ["Another short prompt here.", "And one more."])
+            enc = policy.encode(compressor, docs)
+            out = policy.build(enc, policy.sample(enc, k))
+            assert len(out.texts[0]) == k
+            counts.append(len(calls))
+    finally:
+        handle.remove()
+    assert counts == [1, 1]  # both prompts share one batch, whatever k
+
+
+def test_forced_words_are_kept_and_not_actions(compressor: Compressor) -> None:
+    _bias(compressor, -30.0)  # p(keep) ≈ 0 everywhere
+    try:
+        docs = policy.prepare(compressor, [TEXT])
+        enc = policy.encode(compressor, docs, force_tokens=("\n", "Watt"), keep_digits=True)
+        out = policy.build(enc, policy.sample(enc, 4, torch.Generator().manual_seed(1)))
+    finally:
+        torch.manual_seed(0)
+        compressor.model.classifier.reset_parameters()
+    words = docs[0].al.words()
+    forced = [words.index("Watt"), words.index("1776")]
+    assert not enc.mask[0, forced].any()
+    for keep, text in zip(out.keep_words[0], out.texts[0], strict=True):
+        assert keep[forced].all() and keep.sum() == 2
+        assert text == "Watt 1776"
+
+
+def test_all_kept_rebuilds_the_original_text(compressor: Compressor) -> None:
+    _bias(compressor, 30.0)
+    try:
+        docs = policy.prepare(compressor, [TEXT], [QUESTION])
+        enc = policy.encode(compressor, docs)
+        out = policy.build(enc, policy.sample(enc, 2))
+    finally:
+        torch.manual_seed(0)
+        compressor.model.classifier.reset_parameters()
+    assert out.texts[0] == [TEXT, TEXT]
+    assert out.kept_share[0] == [1.0, 1.0]
+
+
+def test_token_rule_keeps_a_word_only_if_all_its_tokens_are_kept(compressor: Compressor) -> None:
+    docs = policy.prepare(compressor, ["unbelievably tokenization works"])
+    al = docs[0].al
+    assert al.word_n_tokens[0] > 1  # a multi-token word
+    with torch.no_grad():
+        enc = policy.encode(compressor, docs, level="token", force_tokens=())
+    acts = torch.ones((1, 2, al.n_tokens), dtype=torch.uint8)
+    acts[0, 1, int(al.word_first_token[0]) + 1] = 0  # drop one sub-token of word 0
+    masks = policy.word_masks(enc, acts)
+    assert masks[0][0].all()
+    assert not masks[0][1][0] and masks[0][1][1:].all()
+
+
+def test_sampled_texts_are_in_order_subsequences(compressor: Compressor) -> None:
+    docs = policy.prepare(compressor, [TEXT])
+    enc = policy.encode(compressor, docs)
+    out = policy.build(enc, policy.sample(enc, 5, torch.Generator().manual_seed(3)))
+    words = docs[0].al.words()
+    for keep, text in zip(out.keep_words[0], out.texts[0], strict=True):
+        assert text == render(docs[0].al, keep)[0]
+        pos = 0
+        for w in (words[i] for i in np.flatnonzero(keep)):
+            pos = text.index(w, pos) + len(w)  # kept words appear in order
+        assert len(text) < len(TEXT)
+    assert len({t for t in out.texts[0]}) > 1  # p ≈ 0.5 → samples differ
+
+
+def test_log_prob_gradient_reaches_the_encoder(compressor: Compressor) -> None:
+    compressor.model.zero_grad()
+    docs = policy.prepare(compressor, [TEXT], [QUESTION])
+    enc = policy.encode(compressor, docs)
+    actions = policy.sample(enc, 2)
+    lp = sequence_log_prob(enc.logp_keep, enc.logp_drop, actions, enc.mask)
+    assert lp.shape == (1, 2) and torch.isfinite(lp).all()
+    lp.sum().backward()
+    grad = compressor.model.classifier.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    emb = compressor.model.bert.embeddings.word_embeddings.weight.grad
+    assert emb is not None and emb.abs().sum() > 0
+    compressor.model.zero_grad()
