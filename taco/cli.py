@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from taco import __version__
 
@@ -20,6 +21,13 @@ Handler = Callable[[argparse.Namespace], int]
 
 class UsageError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``taco: error: ...``, exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"taco: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _read_input(path: str) -> str:
@@ -49,7 +57,9 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
             "--json the full result in LLMLingua's format plus taco's numeric fields."
         ),
     )
-    p.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="input text (default: stdin)")
+    p.add_argument(
+        "file", nargs="?", default="-", metavar="FILE|-", help="input text (default: stdin)"
+    )
     p.add_argument(
         "--model",
         default=None,
@@ -67,7 +77,9 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
         help='a word always kept; repeatable (default: "\\n", which keeps line breaks)',
     )
     p.add_argument("--keep-digits", action="store_true", help="always keep words with digits")
-    p.add_argument("--question", default="", help="task question the encoder reads (never compressed)")
+    p.add_argument(
+        "--question", default="", help="task question the encoder reads (never compressed)"
+    )
     p.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "auto"),
@@ -80,8 +92,9 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
 
 
 def _run_compress(args: argparse.Namespace) -> int:
-    from taco.compressor import Compressor
+    from taco.compressor import Compressor, check_budget_args
 
+    check_budget_args(args.rate, args.target_tokens)  # before the (slow) model load
     text = _read_input(args.file)
     force = tuple(args.force_token) if args.force_token is not None else ("\n",)
     compressor = Compressor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
@@ -103,13 +116,175 @@ def _run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- ingest / prepare / validate
+
+
+def _params_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", metavar="FILE", help="params file")
+
+
+def _add_ingest(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "ingest",
+        help="snapshot the configured source into data/raw/<task>/",
+        description=(
+            "Read the source named by params.yaml's ingest section (default: function/docstring "
+            "pairs mined from this Python's standard library) and write "
+            "<data_dir>/raw/<task>/records.jsonl and snapshot.json. DVC tracks the folder "
+            "(`dvc repro ingest`); `taco data push` sends it to the remote."
+        ),
+    )
+    _params_arg(p)
+    return _run_ingest
+
+
+def _run_ingest(args: argparse.Namespace) -> int:
+    from taco.config import load_params
+    from taco.sources import ingest
+
+    snapshot = ingest(load_params(args.params))
+    sys.stdout.write(json.dumps(snapshot) + "\n")
+    return 0
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "prepare",
+        help="normalise, dedupe, filter, segment and group-split the raw snapshot",
+        description=(
+            "Turn <data_dir>/raw/<task>/ into <data_dir>/prepared/<task>/{train,val,test}.jsonl "
+            "(Example rows) and stats.json (counts, length percentiles, dropped share)."
+        ),
+    )
+    _params_arg(p)
+    return _run_prepare
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from taco.config import load_params
+    from taco.data import prepare
+
+    stats = prepare(load_params(args.params))
+    sys.stdout.write(json.dumps({"rows": stats["rows"], "dropped_share": stats["dropped_share"]}))
+    sys.stdout.write("\n")
+    return 0
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "validate",
+        help="Great Expectations gate on the prepared splits (exit 1 when it fails)",
+        description=(
+            "Check the prepared splits with the task's Great Expectations suite and write "
+            "<data_dir>/reports/validation.json. Exits 1 with a one-paragraph summary when any "
+            "expectation fails, so nothing downstream runs on bad data."
+        ),
+    )
+    _params_arg(p)
+    return _run_validate
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from taco.config import load_params
+    from taco.validation import summary, validate
+
+    report = validate(load_params(args.params))
+    if not report["success"]:
+        print(f"taco: validation failed: {summary(report)}", file=sys.stderr)
+        return 1
+    logging.getLogger("taco.validation").info(summary(report))
+    return 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "data",
+        help="DVC data versions: push to the remote, restore an earlier raw snapshot",
+        description=(
+            "push: send every DVC-tracked output (raw snapshot, prepared splits) to the remote "
+            "in params.yaml's ingest.remote, only after a passing validation. restore: bring "
+            "back the raw snapshot that git revision REV (or DVC hash) recorded, from the "
+            "remote; works on a fresh clone."
+        ),
+    )
+    _params_arg(p)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    push = actions.add_parser("push", help="dvc push, after a passing validation")
+    push.add_argument("--force", action="store_true", help="push even if validation failed")
+    restore = actions.add_parser("restore", help="restore the raw snapshot of a git revision")
+    restore.add_argument("--rev", default="HEAD", help="git revision or DVC .dir hash")
+    restore.add_argument("--out", default=None, help="folder to write (default: in place)")
+    return _run_data
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from taco.config import load_params
+    from taco.versioning import VersioningError, push, restore
+
+    params = load_params(args.params)
+    try:
+        if args.action == "push":
+            sys.stdout.write(f"pushed to {push(params, Path.cwd(), force=args.force)}\n")
+        else:
+            out = Path(args.out) if args.out else None
+            sys.stdout.write(f"restored {restore(params, Path.cwd(), args.rev, out)}\n")
+    except VersioningError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _add_teacher(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "teacher",
+        help="target-LLM outputs on the uncompressed prompts of the prepared splits",
+        description=(
+            "Ask the LLM of params.yaml's llm section (default: the embedded SmolLM2-135M, "
+            "greedy, llm.max_new_tokens tokens) to do the task on every uncompressed prompt of "
+            "<data_dir>/prepared/<task>/{train,val,test}.jsonl and write "
+            "<data_dir>/teacher/<task>/{split}.jsonl and meta.json. Answers are cached on disk, "
+            "so a rerun or an interrupted run costs almost nothing."
+        ),
+    )
+    _params_arg(p)
+    p.add_argument("--task", default=None, help="task to run (default: base.task)")
+    p.add_argument(
+        "--split", action="append", default=None, help="split to run; repeatable (default: all)"
+    )
+    p.add_argument("--limit", type=int, default=None, help="first N rows per split (smoke runs)")
+    return _run_teacher
+
+
+def _run_teacher(args: argparse.Namespace) -> int:
+    from taco.config import load_params
+    from taco.teacher import TeacherError, run_teacher
+
+    try:
+        meta = run_teacher(
+            load_params(args.params), task_name=args.task, splits=args.split, limit=args.limit
+        )
+    except TeacherError as exc:
+        print(f"taco: error: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(json.dumps({"splits": meta["splits"], "seconds": meta["seconds"]}) + "\n")
+    return 0
+
+
 # ---------------------------------------------------------------------------------- main
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [_add_compress]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
+    _add_compress,
+    _add_ingest,
+    _add_prepare,
+    _add_validate,
+    _add_data,
+    _add_teacher,
+]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="taco",
         description=(
             "taco trains, evaluates, versions and serves task-aware prompt compressors "
@@ -119,7 +294,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     )
     parser.add_argument("--version", action="version", version=f"taco {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     handlers: dict[str, Handler] = {}
     for add in _COMMANDS:
         before = set(sub.choices)
@@ -145,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (UsageError, ConfigError, SchemaError, ValueError, TypeError, FileNotFoundError) as exc:
+        if args.verbose:
+            raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"taco: error: {msg}", file=sys.stderr)
         return 2

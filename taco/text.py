@@ -98,12 +98,13 @@ def align(text: str, tokenizer: Any) -> Alignment:
     punct_c, space_c, end_c = _char_classes(cps) if len(text) else (np.zeros(0, bool),) * 3
     newline_cum = _cumsum0(cps == 10)
 
-    # Tokens that cover no visible character (e.g. a bare SentencePiece "▁") carry no word
-    # text of their own: they stay encoder inputs and join the word before them.
+    # Tokens that cover no visible character of their own (e.g. a bare SentencePiece "▁",
+    # reported with the next token's offsets) stay encoder inputs and join the next word.
     start, end = offsets[:, 0], offsets[:, 1]
     space_cum = _cumsum0(space_c)
     width = end - start
     visible = width > space_cum[end] - space_cum[start]
+    visible[:-1] &= ~((start[:-1] == start[1:]) & (end[:-1] <= end[1:]))
     vis_idx = np.flatnonzero(visible)
     if vis_idx.size == 0:
         empty = np.zeros(0, dtype=np.int64)
@@ -116,14 +117,13 @@ def align(text: str, tokenizer: Any) -> Alignment:
     punct_tok = visible & (punct_cum[end] - punct_cum[start] == width)
     wid = np.asarray([-1 if w is None else w for w in word_ids], dtype=np.int64)
     # Words start at visible tokens where the tokenizer's word id changes or at punctuation;
-    # invisible tokens join the word before them (leading ones the first word).
+    # a word also owns the invisible tokens right before it (trailing ones: the last word).
     vw, vp = wid[vis_idx], punct_tok[vis_idx]
     starts_v = np.ones(vis_idx.size, dtype=bool)
     starts_v[1:] = (vw[1:] != vw[:-1]) | vp[1:] | vp[:-1]
+    prev_visible = np.concatenate([[-1], vis_idx[:-1]])
     new_word = np.zeros(ids.shape[0], dtype=bool)
-    new_word[vis_idx[starts_v]] = True
-    new_word[vis_idx[0]] = False
-    new_word[0] = True
+    new_word[prev_visible[starts_v] + 1] = True
     token_word = np.cumsum(new_word) - 1
     first = np.flatnonzero(new_word)
     n_tok = np.diff(np.append(first, ids.shape[0]))

@@ -1,0 +1,313 @@
+"""taco.Compressor: budgets, faithfulness to the original text, LLMLingua API, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from conftest import shared_data
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers_local import tiny_xlmr_compressor_folder
+
+from taco.compressor import (
+    CompressionResult,
+    Compressor,
+    HFTokenCounter,
+    select_words,
+    token_budget,
+)
+
+
+@pytest.fixture(scope="module")
+def comp() -> Compressor:
+    return Compressor.from_pretrained(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def squad() -> list[dict]:
+    return [json.loads(line) for line in shared_data("qa").open()]
+
+
+@pytest.fixture(scope="module")
+def code() -> list[dict]:
+    return [json.loads(line) for line in shared_data("code").open()][:40]
+
+
+def assert_made_of_original(text: str, res: CompressionResult) -> None:
+    """Kept words appear byte-for-byte, in order; everything between them is whitespace."""
+    pos = 0
+    prev_end = -1
+    for s, e in res.kept_spans:
+        assert s >= prev_end, "kept spans overlap or are out of order"
+        prev_end = e
+        word = text[s:e]
+        found = res.compressed_prompt.find(word, pos)
+        assert found >= 0, f"kept word {word!r} missing from the output"
+        assert res.compressed_prompt[pos:found].strip() == "", "non-space text was invented"
+        pos = found + len(word)
+    assert res.compressed_prompt[pos:].strip() == ""
+
+
+def recount(comp: Compressor, text: str) -> int:
+    return len(comp.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_budget_is_global_and_tight(comp, squad):
+    texts = [r["context"] for r in squad[:30:3]]
+    for rate in (0.1, 0.33, 0.5, 0.9, 1.0):
+        for text, res in zip(texts, comp.compress_many(texts, rate=rate), strict=True):
+            budget = token_budget(res.origin_tokens, rate, None)
+            assert res.origin_tokens == recount(comp, text)
+            assert res.compressed_tokens == recount(comp, res.compressed_prompt)
+            assert res.compressed_tokens <= budget
+            # short of the budget by less than the smallest word left out
+            al = comp.prepare(text).al
+            kept = {s for s, _ in res.kept_spans}
+            dropped = [
+                n for s, n in zip(al.word_start, al.word_n_tokens, strict=True) if s not in kept
+            ]
+            if dropped:
+                assert budget - res.compressed_tokens < min(dropped)
+            assert_made_of_original(text, res)
+
+
+def test_target_tokens(comp, squad):
+    text = squad[0]["context"]
+    res = comp.compress(text, target_tokens=40)
+    assert 40 - 5 < res.compressed_tokens <= 40
+    assert comp.compress(text, target_tokens=10**6).compressed_tokens == res.origin_tokens
+    assert comp.compress(text, target_tokens=0).compressed_prompt == ""
+
+
+def test_case_unicode_and_punctuation_survive(comp):
+    text = "Été à Paris: naïve CAFÉ, 東京 — O'Brien's iPhone™ costs $3.50!"
+    res = comp.compress(text, rate=1.0)
+    assert res.compressed_prompt == text
+    half = comp.compress(text, rate=0.5)
+    assert_made_of_original(text, half)
+    assert half.compressed_tokens <= half.origin_tokens // 2
+
+
+def test_code_lines_keep_their_indentation(comp, code):
+    for row in code:
+        text = row["context"]
+        assert comp.compress(text, rate=1.0).compressed_prompt == text.rstrip()
+        res = comp.compress(text, rate=0.6)
+        assert_made_of_original(text, res)
+        lines = text.split("\n")
+        for out_line in res.compressed_prompt.split("\n"):
+            if not out_line.strip():
+                continue
+            indent = out_line[: len(out_line) - len(out_line.lstrip())]
+            first = out_line.split()[0]
+            assert any(
+                line.startswith(indent)
+                and line[len(indent) : len(indent) + 1].strip() != ""
+                and first in line
+                for line in lines
+            ), f"line {out_line!r} has an indentation no original line with its words has"
+
+
+def test_without_newline_force_text_is_one_line(comp, code):
+    text = code[0]["context"]
+    res = comp.compress(text, rate=0.7, force_tokens=())
+    assert "\n" not in res.compressed_prompt
+    assert_made_of_original(text, res)
+
+
+def test_force_tokens_and_digits_are_kept(comp, squad):
+    text = squad[5]["context"] + " Answer: yes?"
+    res = comp.compress(text, rate=0.3, force_tokens=("\n", "Answer:", "?"), keep_digits=True)
+    assert "Answer:" in res.compressed_prompt and "?" in res.compressed_prompt
+    for number in re.findall(r"\S*\d\S*", text):
+        for part in re.findall(r"\d+", number):
+            assert part in res.compressed_prompt
+
+
+def test_deterministic_across_loads(squad):
+    text = squad[10]["context"]
+    a = Compressor.from_pretrained(device="cpu").compress(text, rate=0.4)
+    b = Compressor.from_pretrained(device="cpu").compress(text, rate=0.4)
+    assert a == b
+
+
+def test_compress_many_matches_one_by_one(comp, squad):
+    texts = [r["context"] for r in squad[:8]] + ["short text here.", ""]
+    together = comp.compress_many(texts, rate=0.5)
+    alone = [comp.compress(t, rate=0.5) for t in texts]
+    assert [r.kept_spans for r in together] == [r.kept_spans for r in alone]
+
+
+def test_question_is_read_but_never_compressed(comp, squad):
+    row = squad[3]
+    plain = comp.token_probabilities([row["context"]])[0]
+    aware = comp.token_probabilities([row["context"]], [row["question"]])[0]
+    assert plain.shape == aware.shape and not np.allclose(plain, aware)
+    res = comp.compress(row["context"], rate=0.5, question=row["question"])
+    assert_made_of_original(row["context"], res)
+    assert res.origin_tokens == recount(comp, row["context"])
+
+
+def test_llmlingua_dict_format(comp, squad):
+    d = comp.compress_prompt(squad[0]["context"], rate=0.5, force_tokens=["\n", "?"])
+    assert set(d) == {
+        "compressed_prompt",
+        "compressed_prompt_list",
+        "origin_tokens",
+        "compressed_tokens",
+        "ratio",
+        "rate",
+        "saving",
+    }
+    assert re.fullmatch(r"\d+\.\dx", d["ratio"]) and re.fullmatch(r"\d+\.\d%", d["rate"])
+    assert d["saving"].startswith(", Saving $") and d["saving"].endswith(" in GPT-4.")
+    assert isinstance(d["origin_tokens"], int) and d["compressed_tokens"] <= d["origin_tokens"] // 2
+    ratio = d["origin_tokens"] / d["compressed_tokens"]
+    assert d["ratio"] == f"{ratio:.1f}x"
+
+
+def test_compress_prompt_list_context_and_target_token(comp, squad):
+    contexts = [squad[0]["context"], squad[60]["context"], squad[120]["context"]]
+    d = comp.compress_prompt(contexts, target_token=100)
+    assert len(d["compressed_prompt_list"]) == 3
+    assert d["compressed_prompt"] == "\n\n".join(d["compressed_prompt_list"])
+    assert d["compressed_tokens"] <= 100
+    default = comp.compress_prompt(contexts[0])  # LLMLingua's default rate 0.5
+    assert default["compressed_tokens"] <= default["origin_tokens"] // 2
+    with pytest.raises(TypeError, match="unsupported argument"):
+        comp.compress_prompt(contexts[0], rate=0.5, no_such_option=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "message"),
+    [
+        ({"rate": 0.0}, ValueError, r"rate must be in \(0, 1\]"),
+        ({"rate": 1.5}, ValueError, r"rate must be in \(0, 1\]"),
+        ({"rate": -0.2}, ValueError, r"rate must be in \(0, 1\]"),
+        ({"rate": float("nan")}, ValueError, r"rate must be in \(0, 1\]"),
+        ({"rate": "0.5"}, TypeError, "rate must be a number"),
+        ({"target_tokens": -3}, ValueError, "target_tokens must be an integer >= 0"),
+        ({"target_tokens": 2.5}, TypeError, "target_tokens must be an integer"),
+        ({"rate": 0.5, "target_tokens": 10}, ValueError, "not both"),
+        ({}, ValueError, "give rate"),
+        ({"rate": 0.5, "force_tokens": [3]}, TypeError, "force_tokens"),
+    ],
+)
+def test_bad_arguments(comp, kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        comp.compress("some text to compress", **kwargs)
+
+
+def test_bad_text_types(comp):
+    with pytest.raises(TypeError, match=r"texts\[0\] must be a str"):
+        comp.compress(42, rate=0.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="texts must be a list"):
+        comp.compress_many("not a list", rate=0.5)
+    with pytest.raises(ValueError, match="target_token must be >= 0"):
+        comp.compress_prompt("text", target_token=-5)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t \n"])
+def test_empty_text_gives_empty_result(comp, text):
+    res = comp.compress(text, rate=0.5)
+    assert res.compressed_prompt == "" and res.rate == 1.0 and res.origin_tokens == 0
+    assert res.to_llmlingua_dict()["ratio"] == "1.0x"
+
+
+def test_pluggable_token_counter(squad):
+    words = Compressor.from_pretrained(device="cpu", token_counter=lambda s: len(s.split()))
+    text = squad[7]["context"]
+    res = words.compress(text, rate=0.5)
+    assert res.origin_tokens == len(text.split())
+    assert res.compressed_tokens == len(res.compressed_prompt.split()) <= len(text.split()) // 2
+
+
+def test_hf_token_counter_counts_batches(comp):
+    counter = HFTokenCounter(comp.tokenizer)
+    assert counter("hello world") == 2
+    assert counter.count_many(["hello world", "a b c", ""]) == [2, 3, 0]
+
+
+def test_select_words_greedy_fill():
+    scores = np.array([0.9, 0.8, 0.7, 0.1])
+    costs = np.array([2, 3, 1, 1])
+    assert select_words(scores, costs, 4).tolist() == [True, False, True, True]
+    assert select_words(scores, costs, 0).tolist() == [False] * 4
+    assert select_words(scores, costs, 100).all()
+
+
+def test_bf16_option_runs_and_respects_budget(squad):
+    bf = Compressor.from_pretrained(device="cpu", dtype="bfloat16")
+    res = bf.compress(squad[2]["context"], rate=0.5)
+    assert res.compressed_tokens <= res.origin_tokens // 2
+    assert_made_of_original(squad[2]["context"], res)
+
+
+def test_sentencepiece_checkpoint_from_a_local_folder(tmp_path):
+    # The folder name says nothing about the model type: it must not matter.
+    folder = tiny_xlmr_compressor_folder(tmp_path / "my-compressor")
+    comp = Compressor.from_pretrained(folder, device="cpu")
+    assert comp.max_seq_len == 64  # from the tokenizer/config, not from a name
+    text = "Hello, world! Don't stop: 42 apples.\n    def foo(x):\n        return x.bar()\n" * 8
+    res = comp.compress(text, rate=0.5, question="what does foo return?")
+    assert res.compressed_tokens <= res.origin_tokens // 2
+    assert_made_of_original(text, res)
+    assert len(comp.prepare(text).chunks) > 1
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a local folder"):
+        Compressor.from_pretrained(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="Hub is offline"):
+        Compressor.from_pretrained("someone/some-model")
+    from transformers import BertConfig, BertForTokenClassification
+
+    three = BertConfig(
+        vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+        intermediate_size=8, num_labels=3,
+    )  # fmt: skip
+    BertForTokenClassification(three).save_pretrained(tmp_path / "three")
+    with pytest.raises(ValueError, match="2-label"):
+        Compressor.from_pretrained(tmp_path / "three")
+
+
+def test_100k_word_prompt():
+    comp = Compressor.from_pretrained(device="cpu", dtype="bfloat16")  # same path, half the time
+    rows = [json.loads(line) for line in shared_data("summarization").open()]
+    words: list[str] = []
+    for row in rows:
+        words.extend(row["context"].split(" "))
+        if len(words) >= 100_000:
+            break
+    text = " ".join(words[:100_000])
+    res = comp.compress(text, rate=0.3)
+    assert res.origin_tokens > 100_000
+    assert res.compressed_tokens <= token_budget(res.origin_tokens, 0.3, None)
+    assert res.compressed_tokens > 0.29 * res.origin_tokens
+    assert res.kept_spans == tuple(sorted(res.kept_spans))
+
+
+VOCAB = ["alpha", "Beta", "γάμμα", "42", "x.y", "(", ")", ",", ".", "?", "naïve", "don't", "東京"]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    words=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=60),
+    seps=st.lists(st.sampled_from([" ", "  ", "\n", "\n    ", "\t", ""]), min_size=60, max_size=60),
+    rate=st.floats(min_value=0.05, max_value=1.0),
+)
+def test_properties(comp, words, seps, rate):
+    text = "".join(w + s for w, s in zip(words, seps, strict=False))
+    res = comp.compress(text, rate=rate)
+    assert_made_of_original(text, res)
+    assert res.compressed_tokens <= token_budget(res.origin_tokens, rate, None)
+    # output words are an in-order subsequence of the input words
+    al_in, al_out = comp.prepare(text).al, comp.prepare(res.compressed_prompt).al
+    it = iter(al_in.words())
+    assert all(any(w == v for v in it) for w in al_out.words())
+    assert comp.compress(text, rate=rate) == res
