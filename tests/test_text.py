@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from tokenizers_local import sentencepiece_tokenizer_folder
@@ -50,8 +52,12 @@ def test_sentencepiece_words_split_like_llmlingua2(sentencepiece):
     words = al.words()
     # "▁" marks word starts; punctuation tokens are words of their own.
     assert words[:4] == ["Hello", ",", "World", "!"]
-    assert ["x", ".", "bar", "(", ")"] == words[
-        words.index("return") + 1 : words.index("return") + 6
+    assert words[words.index("return") + 1 : words.index("return") + 6] == [
+        "x",
+        ".",
+        "bar",
+        "(",
+        ")",
     ]
     assert "Été" in words
 
@@ -86,9 +92,9 @@ def test_chunks_fill_windows_and_cut_at_sentence_ends(wordpiece):
     al = align(text, wordpiece)
     spans = chunk_spans(al, 40)
     assert spans[0][0] == 0 and spans[-1][1] == al.n_tokens
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     assert all(0 < e - s <= 40 for s, e in spans)
-    for s, e in spans[:-1]:
+    for _s, e in spans[:-1]:
         assert al.text[al.token_end[e - 1] - 1] == "."  # every cut after a sentence end
         assert al.token_word[e] != al.token_word[e - 1]  # never inside a word
 
