@@ -164,9 +164,125 @@ class CompressParams:
         check_range("compress.max_seq_len", self.max_seq_len, 16, 1_000_000)
 
 
+# --- data stages (ingest / prepare / validate): owned by the data engineer -------------
+
+INGEST_FORMATS = (
+    "python",
+    "squad",
+    "qmsum",
+    "meetingbank",
+    "codesearchnet",
+    "shared",
+    "jsonl",
+    "csv",
+    "parquet",
+)
+SPLITS = ("train", "val", "test")
+
+
+def _check_split_keys(where: str, mapping: Mapping[str, Any]) -> None:
+    unknown = sorted(set(mapping) - set(SPLITS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown split(s) {', '.join(unknown)}; allowed: {', '.join(SPLITS)}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestParams:
+    """`taco ingest`: which source becomes the raw snapshot, and the DVC remote it is pushed to."""
+
+    format: typing.Literal[INGEST_FORMATS] = "python"  # type: ignore[valid-type]
+    path: str | None = None
+    hf_split: str = "validation"
+    fields: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+    include_unanswerable: bool = False
+    exclude: tuple[str, ...] = (
+        "test",
+        "tests",
+        "idlelib",
+        "turtledemo",
+        "lib2to3",
+        "site-packages",
+    )
+    max_files: int | None = None
+    remote: str = "../taco-dvc-remote"
+
+    def validate(self) -> None:
+        if self.format != "python" and self.path is None:
+            raise ConfigError(f"ingest.path: required for format '{self.format}'")
+        allowed = {"id", "context", "question", "references", "group", "source"}
+        unknown = sorted(set(self.fields) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"ingest.fields: unknown Example field(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(allowed))}"
+            )
+        if self.max_files is not None:
+            check_range("ingest.max_files", self.max_files, 1, 10**9)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareParams:
+    """`taco prepare`: dedupe, length limits (in whitespace words), segmentation, group split."""
+
+    min_context_words: int = 5
+    max_context_words: int = 2000
+    min_reference_words: int = 1
+    max_reference_words: int = 256
+    long_context: typing.Literal["keep", "segment"] = "segment"
+    segment_words: int = 400
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    max_rows: Mapping[str, int | None] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({"train": 512, "val": 64, "test": 128})
+    )
+
+    def validate(self) -> None:
+        check_range("prepare.min_context_words", self.min_context_words, 0, 10**7)
+        check_range(
+            "prepare.max_context_words", self.max_context_words, self.min_context_words, 10**7
+        )
+        check_range("prepare.min_reference_words", self.min_reference_words, 0, 10**6)
+        check_range(
+            "prepare.max_reference_words", self.max_reference_words, self.min_reference_words, 10**6
+        )
+        check_range("prepare.segment_words", self.segment_words, 16, 10**7)
+        check_range("prepare.val_fraction", self.val_fraction, 0.0, 0.5)
+        check_range("prepare.test_fraction", self.test_fraction, 0.0, 0.5)
+        _check_split_keys("prepare.max_rows", self.max_rows)
+        for split, n in self.max_rows.items():
+            if n is not None:
+                check_range(f"prepare.max_rows.{split}", n, 1, 10**9)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateParams:
+    """`taco validate`: the Great Expectations gate's thresholds."""
+
+    min_rows: Mapping[str, int] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({"train": 32, "val": 8, "test": 8})
+    )
+    max_dropped_share: float = 0.5
+    require_answer_in_context: bool = True
+    example_ids: int = 5
+
+    def validate(self) -> None:
+        _check_split_keys("validate.min_rows", self.min_rows)
+        for split, n in self.min_rows.items():
+            check_range(f"validate.min_rows.{split}", n, 0, 10**9)
+        check_range("validate.max_dropped_share", self.max_dropped_share, 0.0, 1.0)
+        check_range("validate.example_ids", self.example_ids, 0, 1000)
+
+
 SECTIONS: dict[str, type] = {
     "base": BaseParams,
     "compress": CompressParams,
+    "ingest": IngestParams,
+    "prepare": PrepareParams,
+    "validate": ValidateParams,
 }
 
 
