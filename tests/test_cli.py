@@ -1,0 +1,77 @@
+"""The `taco` command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import shared_data
+
+import taco
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taco", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_help_and_version():
+    out = run("--help")
+    assert out.returncode == 0 and "compress" in out.stdout and "task-aware" in out.stdout
+    assert run("--version").stdout.strip() == f"taco {taco.__version__}"
+    sub = run("compress", "--help")
+    assert sub.returncode == 0 and "--target-tokens" in sub.stdout and "--force-token" in sub.stdout
+
+
+def test_compress_file_as_json(tmp_path):
+    text = json.loads(shared_data("qa").open().readline())["context"]
+    f = tmp_path / "prompt.txt"
+    f.write_text(text, encoding="utf-8")
+    out = run("compress", "--rate", "0.4", "--force-token", "?", "--json", str(f))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["compressed_tokens"] <= int(0.4 * data["origin_tokens"])
+    assert data["ratio"].endswith("x") and data["rate"].endswith("%")
+    assert data["taco"]["compressed_prompt"] == data["compressed_prompt"]
+    assert all(text[s:e] in data["compressed_prompt"] for s, e in data["taco"]["kept_spans"])
+
+
+def test_compress_stdin_plain_text():
+    text = "One two three four five six seven eight."
+    out = run("compress", "--target-tokens", "5", "-", stdin=text)
+    assert out.returncode == 0, out.stderr
+    kept = out.stdout.split()
+    assert 0 < len(kept) <= 5
+    pos = 0
+    for piece in kept:  # pieces of the original, in order
+        pos = text.index(piece, pos) + len(piece)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compress", "--rate", "1.5", "-"], "rate must be in (0, 1]"),
+        (["compress", "--target-tokens", "-4", "-"], "target_tokens must be an integer >= 0"),
+        (["compress", "-"], "one of the arguments --rate --target-tokens is required"),
+        (["compress", "--rate", "0.5", "--target-tokens", "3", "-"], "not allowed with"),
+        (["compress", "--rate", "abc", "-"], "invalid float value"),
+        (
+            ["compress", "--rate", "0.5", "/no/such/file.txt"],
+            "input file not found: /no/such/file.txt",
+        ),
+        (["nonsense"], "invalid choice"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(args, message):
+    out = run(*args, stdin="text")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("taco: error: ") and message in lines[0]
