@@ -277,12 +277,92 @@ class ValidateParams:
         check_range("validate.example_ids", self.example_ids, 0, 1000)
 
 
+# --- warmstart / train (issue 5: REINFORCE training) -------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmstartParams:
+    """`taco warmstart`: supervised keep/drop labels so a fresh encoder starts sensibly.
+
+    Skipped when ``train.base_model`` already is a 2-label token classifier (a compressor).
+    """
+
+    teacher: typing.Literal["self_information", "llm"] = "self_information"
+    rate: float = 0.5  # share of context tokens labelled keep (self_information)
+    max_examples: int = 256  # training rows labelled (first N of the train split)
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 5e-5  # encoder
+    head_lr: float = 1e-3  # the fresh keep/drop head
+    max_seconds: float | None = 90.0  # stop the cross-entropy loop after this long
+    min_alignment: float = 0.8  # llm teacher: share of output words found in order
+    max_new_tokens: int = 256  # llm teacher: length of the compressed text it writes
+
+    def validate(self) -> None:
+        check_range("warmstart.rate", self.rate, 0.0, 1.0, low_open=True)
+        check_range("warmstart.max_examples", self.max_examples, 1, 10**9)
+        check_range("warmstart.epochs", self.epochs, 1, 10**6)
+        check_range("warmstart.batch_size", self.batch_size, 1, 10**6)
+        check_range("warmstart.lr", self.lr, 0.0, 1.0, low_open=True)
+        check_range("warmstart.head_lr", self.head_lr, 0.0, 1.0, low_open=True)
+        if self.max_seconds is not None:
+            check_range("warmstart.max_seconds", self.max_seconds, 0.0, 10**9, low_open=True)
+        check_range("warmstart.min_alignment", self.min_alignment, 0.0, 1.0)
+        check_range("warmstart.max_new_tokens", self.max_new_tokens, 1, 100_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """`taco train`: TACO-RL (REINFORCE) fine-tuning of the compressor (see taco/train.py)."""
+
+    base_model: str | None = None  # null = embedded MiniLM (fresh head → warm start first)
+    steps: int = 60
+    prompts_per_step: int = 4  # over all ranks
+    samples_per_prompt: int = 4  # k; 1 + baseline none = the paper
+    level: typing.Literal["word", "token"] = "word"  # action unit (taco/policy.py)
+    baseline: typing.Literal["loo", "none"] = "loo"
+    normalize_advantages: bool = False
+    logprob: typing.Literal["sum", "mean"] = "sum"  # per-sequence log-prob reduction
+    entropy_coef: float = 0.01
+    lr: float = 3e-5  # encoder
+    head_lr: float = 1e-3  # keep/drop head
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    bf16: typing.Literal["auto", "on", "off"] = "auto"  # autocast; auto = where hardware has it
+    device: str = "auto"
+    max_seq_len: int = 512
+    force_tokens: tuple[str, ...] = ("\n",)
+    keep_digits: bool = False
+    max_rows: int | None = None  # training rows used (null = all)
+    checkpoint_every: int = 20
+    max_bad_steps: int = 5  # NaN/inf losses tolerated (skipped) before the run stops
+
+    def validate(self) -> None:
+        check_range("train.steps", self.steps, 1, 10**9)
+        check_range("train.prompts_per_step", self.prompts_per_step, 1, 10**6)
+        check_range("train.samples_per_prompt", self.samples_per_prompt, 1, 1024)
+        check_range("train.entropy_coef", self.entropy_coef, 0.0, 10.0)
+        check_range("train.lr", self.lr, 0.0, 1.0, low_open=True)
+        check_range("train.head_lr", self.head_lr, 0.0, 1.0, low_open=True)
+        check_range("train.weight_decay", self.weight_decay, 0.0, 10.0)
+        check_range("train.warmup_steps", self.warmup_steps, 0, self.steps)
+        check_range("train.grad_clip", self.grad_clip, 0.0, 10**6, low_open=True)
+        check_range("train.max_seq_len", self.max_seq_len, 16, 1_000_000)
+        check_range("train.checkpoint_every", self.checkpoint_every, 1, 10**9)
+        check_range("train.max_bad_steps", self.max_bad_steps, 0, 10**9)
+        if self.max_rows is not None:
+            check_range("train.max_rows", self.max_rows, 1, 10**9)
+
+
 SECTIONS: dict[str, type] = {
     "base": BaseParams,
     "compress": CompressParams,
     "ingest": IngestParams,
     "prepare": PrepareParams,
     "validate": ValidateParams,
+    "warmstart": WarmstartParams,
+    "train": TrainParams,
 }
 
 
