@@ -1,0 +1,348 @@
+"""The `warmstart` stage: supervised keep/drop labels and cross-entropy training of a fresh head.
+
+Teachers (``warmstart.teacher``):
+
+- ``self_information`` (embedded default, Selective-Context style): a local causal LM reads
+  each context; a word's self-information is the surprisal (−log p) of the characters it
+  covers. Words are ranked by self-information per encoder token and the top ones are
+  labelled keep until ``warmstart.rate`` of the context's tokens is reached (the same
+  budgeted selection inference uses).
+- ``llm`` (LLMLingua-2's recipe, ALGORITHM.md §5): the configured LLM compresses each context
+  by deleting words only; its output is aligned back to the context's words in order, and
+  contexts whose output aligns badly (< ``warmstart.min_alignment`` of its words found) or
+  does not compress at all are dropped.
+
+The labelled contexts go through the encoder exactly as in inference and training
+(``Compressor.prepare(context, question)``), and the model is saved as a plain Hugging Face
+token-classification folder. When ``train.base_model`` already is a compressor the stage
+writes only ``warmstart.json`` saying it was skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from taco.compressor import Compressor, Document, select_words
+from taco.config import Params, WarmstartParams, to_dict
+from taco.text import Alignment, align
+
+log = logging.getLogger(__name__)
+
+RECORD = "warmstart.json"
+MAX_LM_TOKENS = 2048
+DELETION_PROMPT = (
+    "Compress the following text by deleting unimportant words. You may ONLY delete words: "
+    "do not reorder, change or add any word. Keep every word needed to {goal}.\n\n"
+    "Text:\n{context}\n\nCompressed text:"
+)
+
+
+def is_compressor(name_or_path: str | os.PathLike[str] | None) -> bool:
+    """True when the folder holds a 2-label token classifier (a trained compressor)."""
+    if name_or_path is None:
+        return False
+    cfg = Path(name_or_path) / "config.json"
+    if not cfg.is_file():
+        return False
+    data = json.loads(cfg.read_text(encoding="utf-8"))
+    archs = data.get("architectures") or []
+    labels = len(data.get("id2label") or {}) or data.get("num_labels", 2)
+    return any(a.endswith("ForTokenClassification") for a in archs) and labels == 2
+
+
+def output_dir(params: Params, root: Path = Path(".")) -> Path:
+    """``<data_dir>/models/warmstart`` under ``root``."""
+    return root / params.base.data_dir / "models" / "warmstart"
+
+
+# ---------------------------------------------------------------------- self-information
+
+
+def char_surprisal(text: str, offsets: np.ndarray, surprisal: np.ndarray) -> np.ndarray:
+    """Spread each LM token's surprisal evenly over the characters it covers."""
+    per_char = np.zeros(len(text) + 1, dtype=np.float64)
+    width = np.maximum(offsets[:, 1] - offsets[:, 0], 1)
+    dens = surprisal / width
+    # difference array: add dens on [start, end)
+    np.add.at(per_char, offsets[:, 0], dens)
+    np.add.at(per_char, offsets[:, 1], -dens)
+    return np.cumsum(per_char)[: len(text)]
+
+
+def word_information(al: Alignment, per_char: np.ndarray) -> np.ndarray:
+    """Self-information per word: the surprisal of the characters it covers."""
+    cum = np.zeros(per_char.shape[0] + 1)
+    np.cumsum(per_char, out=cum[1:])
+    return cum[al.word_end] - cum[al.word_start]
+
+
+def budget_labels(al: Alignment, scores: np.ndarray, rate: float) -> np.ndarray:
+    """Keep the best words per encoder token until ``rate`` of the tokens (word mask)."""
+    budget = math.floor(rate * al.n_tokens + 1e-9)
+    return select_words(scores / al.word_n_tokens, al.word_n_tokens, budget)
+
+
+@torch.inference_mode()
+def lm_surprisal(model: Any, tokenizer: Any, texts: Sequence[str]) -> list[tuple[Any, Any]]:
+    """(offsets, surprisal in nats) of every LM token of each text (first token: the mean)."""
+    out = []
+    device = next(model.parameters()).device
+    bos = tokenizer.bos_token_id
+    for text in texts:
+        enc = tokenizer(
+            text,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            truncation=True,
+            max_length=MAX_LM_TOKENS,
+        )
+        ids = list(enc["input_ids"])
+        offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        if not ids:
+            out.append((offsets, np.zeros(0)))
+            continue
+        prefix = [bos] if bos is not None else []
+        x = torch.tensor([prefix + ids], device=device)
+        logp = torch.log_softmax(model(input_ids=x).logits[0, :-1].float(), -1)
+        s = -logp.gather(-1, x[0, 1:].unsqueeze(-1)).squeeze(-1).cpu().numpy()
+        if not prefix:  # the first token has no context: give it the mean
+            s = np.concatenate([[s.mean() if s.size else 0.0], s])
+        out.append((offsets, s.astype(np.float64)))
+    return out
+
+
+def self_information_labels(
+    llm: Any, alignments: Sequence[Alignment], rate: float
+) -> list[np.ndarray]:
+    """Word keep labels from a local causal LM's surprisal (``llm`` has ``model``/``tokenizer``)."""
+    stats = lm_surprisal(llm.model, llm.tokenizer, [al.text for al in alignments])
+    labels = []
+    for al, (offsets, s) in zip(alignments, stats, strict=True):
+        info = word_information(al, char_surprisal(al.text, offsets, s))
+        labels.append(budget_labels(al, info, rate))
+    return labels
+
+
+# ------------------------------------------------------------------------------- llm teacher
+
+
+def _norm(word: str) -> str:
+    return "".join(ch for ch in word.lower() if ch.isalnum()) or word
+
+
+def align_deletion(original: Sequence[str], compressed: Sequence[str], window: int = 50):
+    """Match compressed words to original words in order (greedy, within ``window`` words).
+
+    Returns the keep mask over ``original`` and the share of compressed words matched.
+    """
+    keep = np.zeros(len(original), dtype=bool)
+    norm = [_norm(w) for w in original]
+    pos = matched = 0
+    for w in compressed:
+        target = _norm(w)
+        for j in range(pos, min(pos + window, len(norm))):
+            if norm[j] == target:
+                keep[j] = True
+                pos, matched = j + 1, matched + 1
+                break
+    share = matched / len(compressed) if compressed else 0.0
+    return keep, share
+
+
+def llm_labels(
+    llm: Any,
+    alignments: Sequence[Alignment],
+    tokenizer: Any,
+    *,
+    goal: str,
+    min_alignment: float,
+    max_new_tokens: int,
+) -> list[np.ndarray | None]:
+    """Word keep labels from an LLM's deletion-only compression; None where filtered out."""
+    prompts = [DELETION_PROMPT.format(goal=goal, context=al.text) for al in alignments]
+    outputs = llm.generate(prompts, max_new_tokens)
+    labels: list[np.ndarray | None] = []
+    for al, out in zip(alignments, outputs, strict=True):
+        if not out:
+            labels.append(None)
+            continue
+        keep, share = align_deletion(al.words(), align(out, tokenizer).words())
+        kept = keep.mean() if keep.size else 1.0
+        labels.append(keep if share >= min_alignment and 0.0 < kept < 0.98 else None)
+    return labels
+
+
+# -------------------------------------------------------------------------------- training
+
+
+def labelled_rows(
+    compressor: Compressor, docs: Sequence[Document], word_labels: Sequence[np.ndarray]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Encoder rows ``(input_ids, token_type_ids, labels)``; labels are −100 outside the
+    context (special tokens, question)."""
+    rows, where = compressor.encoder_rows(docs)
+    out = []
+    for (ids, types), (d, s, e, off) in zip(rows, where, strict=True):
+        tok = word_labels[d][docs[d].al.token_word[s:e]].astype(np.int64)
+        if compressor.keep_index == 0:
+            tok = 1 - tok
+        lab = np.full(len(ids), -100, dtype=np.int64)
+        lab[off : off + e - s] = tok
+        out.append((ids, types, lab))
+    return out
+
+
+def autocast(device: torch.device, mode: str = "auto") -> Any:
+    """bf16 autocast where the hardware has it (``auto``), always (``on``) or never."""
+    from taco.compressor import bf16_supported
+
+    on = mode == "on" or (mode == "auto" and bf16_supported(device))
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
+
+
+def param_groups(model: torch.nn.Module, lr: float, head_lr: float, wd: float) -> list[dict]:
+    """AdamW groups: the encoder at ``lr``, the keep/drop head (``classifier``) at ``head_lr``."""
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
+    return [
+        {"params": body, "lr": lr, "weight_decay": wd},
+        {"params": head, "lr": head_lr, "weight_decay": 0.0},
+    ]
+
+
+def train_supervised(
+    compressor: Compressor,
+    rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    p: WarmstartParams,
+    seed: int,
+    bf16: str = "auto",
+) -> dict[str, float]:
+    """Cross-entropy on keep/drop labels; returns first/last epoch loss and steps."""
+    from taco.compressor import collate
+
+    model = compressor.model.train()
+    opt = torch.optim.AdamW(param_groups(model, p.lr, p.head_lr, 0.01))
+    gen = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
+    losses: list[float] = []
+    steps = 0
+    for epoch in range(p.epochs):
+        order = torch.randperm(len(rows), generator=gen).tolist()
+        epoch_loss, n = 0.0, 0
+        for i in range(0, len(order), p.batch_size):
+            batch = [rows[j] for j in order[i : i + p.batch_size]]
+            inputs = collate([(r[0], r[1]) for r in batch], compressor.pad_id, compressor.device)
+            labels = torch.full_like(inputs["input_ids"], -100)
+            for b, r in enumerate(batch):
+                labels[b, : len(r[2])] = torch.from_numpy(r[2])
+            with autocast(compressor.device, bf16):
+                logits = compressor.logits([(r[0], r[1]) for r in batch])
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, 2), labels.reshape(-1), ignore_index=-100
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            epoch_loss += float(loss.detach())
+            n += 1
+            steps += 1
+            if p.max_seconds is not None and time.perf_counter() - started > p.max_seconds:
+                break
+        losses.append(epoch_loss / max(n, 1))
+        log.info("warmstart epoch %d: loss %.4f", epoch + 1, losses[-1])
+        if p.max_seconds is not None and time.perf_counter() - started > p.max_seconds:
+            log.info("warmstart: time budget of %.0f s reached", p.max_seconds)
+            break
+    model.eval()
+    return {"loss_first_epoch": losses[0], "loss_last_epoch": losses[-1], "steps": steps}
+
+
+def _save_atomic(compressor: Compressor | None, out: Path, record: dict[str, Any]) -> None:
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if compressor is not None:
+        compressor.save_pretrained(tmp)
+    (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+    """The stage: label, train, save to ``<data_dir>/models/warmstart`` (or record a skip)."""
+    from taco.teacher import read_examples
+
+    p: WarmstartParams = params.warmstart
+    base = params.train.base_model
+    out = output_dir(params, root)
+    if is_compressor(base):
+        record = {"skipped": True, "reason": "train.base_model is a compressor", "base": base}
+        log.info("warmstart skipped: %s is already a compressor", base)
+        _save_atomic(None, out, record)
+        return record
+    started = time.perf_counter()
+    split = root / params.base.data_dir / "prepared" / params.base.task / "train.jsonl"
+    examples = read_examples(split)[: p.max_examples]
+    if not examples:
+        raise ValueError(f"warmstart: no training rows in {split}")
+    torch.manual_seed(params.base.seed)
+    compressor = Compressor.from_pretrained(
+        base, device=params.train.device, max_seq_len=params.train.max_seq_len
+    )
+    docs = [compressor.prepare(ex.context, ex.question) for ex in examples]
+    als = [d.al for d in docs]
+    if p.teacher == "self_information":
+        from taco.llm_local import LocalLLM
+
+        source = params.llm.model if params.llm.backend == "local" else None
+        lm = LocalLLM.from_source(source, device=params.llm.device, dtype=params.llm.dtype)
+        labels: list[np.ndarray | None] = list(self_information_labels(lm, als, p.rate))
+        del lm
+    else:
+        from taco.llm import build_llm
+        from taco.tasks import get_task
+
+        goal = get_task(params.base.task, params).template.split("\n", 1)[0].rstrip(".").lower()
+        labels = llm_labels(
+            build_llm(params.llm),
+            als,
+            compressor.tokenizer,
+            goal=goal,
+            min_alignment=p.min_alignment,
+            max_new_tokens=p.max_new_tokens,
+        )
+    keep = [i for i, lab in enumerate(labels) if lab is not None and docs[i].al.n_words]
+    if not keep:
+        raise ValueError("warmstart: every label was filtered out (see warmstart.min_alignment)")
+    label_seconds = time.perf_counter() - started
+    rows = labelled_rows(compressor, [docs[i] for i in keep], [labels[i] for i in keep])
+    stats = train_supervised(compressor, rows, p, params.base.seed, params.train.bf16)
+    kept_share = float(np.mean([labels[i].mean() for i in keep]))  # type: ignore[union-attr]
+    record = {
+        "skipped": False,
+        "teacher": p.teacher,
+        "base": base or "embedded:all-MiniLM-L6-v2",
+        "examples": len(examples),
+        "labelled": len(keep),
+        "filtered": len(examples) - len(keep),
+        "label_keep_share": round(kept_share, 4),
+        "label_seconds": round(label_seconds, 2),
+        "seconds": round(time.perf_counter() - started, 2),
+        **{k: round(v, 5) if isinstance(v, float) else v for k, v in stats.items()},
+        "params": to_dict(p),
+    }
+    _save_atomic(compressor, out, record)
+    log.info("warmstart: %s", {k: v for k, v in record.items() if k != "params"})
+    return record

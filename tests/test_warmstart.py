@@ -1,0 +1,127 @@
+"""taco.warmstart: self-information and LLM-deletion labels, cross-entropy stage, skip rule."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_causal_lm import tiny_causal_lm_folder
+from train_helpers import tiny_encoder_folder, write_params, write_prepared
+
+from taco import warmstart as ws
+from taco.compressor import Compressor, embedded_encoder_path
+from taco.config import load_params
+from taco.text import align
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(embedded_encoder_path()))
+
+
+def test_char_surprisal_and_word_information() -> None:
+    text = "ab cd"
+    offsets = np.array([[0, 2], [2, 5]])  # "ab", " cd"
+    per_char = ws.char_surprisal(text, offsets, np.array([2.0, 3.0]))
+    assert per_char.tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0, 1.0])
+
+    class Al:
+        word_start = np.array([0, 3])
+        word_end = np.array([2, 5])
+
+    assert ws.word_information(Al, per_char).tolist() == pytest.approx([2.0, 2.0])  # type: ignore[arg-type]
+
+
+def test_budget_labels_rank_by_information_per_token(tokenizer) -> None:
+    al = align("alpha beta gamma delta", tokenizer)
+    assert al.n_tokens == 4
+    keep = ws.budget_labels(al, np.array([1.0, 5.0, 0.5, 3.0]), rate=0.5)
+    assert keep.tolist() == [False, True, False, True]
+
+
+def test_align_deletion_in_order_and_share() -> None:
+    original = ["The", "cat", "sat", "on", "the", "mat", "."]
+    keep, share = ws.align_deletion(original, ["cat", "the", "Mat"])
+    assert keep.tolist() == [False, True, False, False, True, True, False]
+    assert share == 1.0
+    keep, share = ws.align_deletion(original, ["dog", "sat", "mat"])
+    assert share == pytest.approx(2 / 3)
+    assert keep.tolist() == [False, False, True, False, False, True, False]
+
+
+def test_llm_labels_filter_bad_alignments(tokenizer) -> None:
+    texts = ["The cat sat on the mat today.", "Paris is the capital of France.", "A b c d."]
+
+    class FakeLLM:
+        def generate(self, prompts, n):
+            assert "You may ONLY delete words" in prompts[0] and texts[0] in prompts[0]
+            return ["cat sat mat.", "Totally different words here", None]
+
+    als = [align(t, tokenizer) for t in texts]
+    labels = ws.llm_labels(
+        FakeLLM(), als, tokenizer, goal="summarize", min_alignment=0.8, max_new_tokens=16
+    )
+    assert labels[1] is None and labels[2] is None
+    assert labels[0] is not None
+    assert [w for w, k in zip(als[0].words(), labels[0], strict=True) if k] == [
+        "cat",
+        "sat",
+        "mat",
+        ".",
+    ]
+
+
+def test_self_information_labels_meet_the_rate(tmp_path: Path, tokenizer) -> None:
+    from taco.llm_local import LocalLLM
+
+    lm = LocalLLM.from_source(str(tiny_causal_lm_folder(tmp_path / "lm")), device="cpu")
+    texts = ["def add(a, b):\n    return a + b", "The quick brown fox jumps over the lazy dog."]
+    als = [align(t, tokenizer) for t in texts]
+    labels = ws.self_information_labels(lm, als, rate=0.5)
+    for al, lab in zip(als, labels, strict=True):
+        kept = int(al.word_n_tokens[lab].sum())
+        assert 0 < kept <= math.floor(0.5 * al.n_tokens)
+        assert kept >= math.floor(0.5 * al.n_tokens) - int(al.word_n_tokens.max())
+
+
+def test_stage_trains_saves_and_skips(tmp_path: Path) -> None:
+    write_prepared(tmp_path, "code", 12)
+    base = tiny_encoder_folder(tmp_path / "enc")
+    lm = tiny_causal_lm_folder(tmp_path / "lm")
+    sections = {
+        "base": {"task": "code", "data_dir": str(tmp_path / "data")},
+        "llm": {"model": str(lm), "device": "cpu", "dtype": "float32", "cache": False},
+        "warmstart": {"epochs": 4, "batch_size": 4, "head_lr": 0.01, "lr": 1e-3},
+        "train": {"base_model": str(base), "device": "cpu", "max_seq_len": 128, "bf16": "off"},
+    }
+    params = load_params(write_params(tmp_path, sections))
+    record = ws.run_warmstart(params)
+    out = tmp_path / "data" / "models" / "warmstart"
+    assert record["labelled"] == 12 and not record["skipped"]
+    assert record["loss_last_epoch"] < record["loss_first_epoch"]
+    assert json.loads((out / "warmstart.json").read_text())["teacher"] == "self_information"
+    assert ws.is_compressor(out)
+    comp = Compressor.from_pretrained(str(out), device="cpu")
+    assert comp.compress("def f(x):\n    return x + 1", rate=0.5).compressed_tokens > 0
+
+    sections["train"]["base_model"] = str(out)  # already a compressor → skipped
+    params = load_params(write_params(tmp_path, sections))
+    skipped = ws.run_warmstart(params)
+    assert skipped["skipped"] is True
+    assert not (out / "config.json").exists() and (out / "warmstart.json").exists()
+
+
+def test_stage_with_no_rows_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "prepared" / "code" / "train.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text("")
+    params = load_params(
+        write_params(tmp_path, {"base": {"task": "code", "data_dir": str(tmp_path / "data")}})
+    )
+    with pytest.raises(ValueError, match="no training rows"):
+        ws.run_warmstart(params)
