@@ -271,6 +271,62 @@ def _run_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_warmstart(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "warmstart",
+        help="supervised keep/drop warm start of a fresh compressor head",
+        description=(
+            "Label the first warmstart.max_examples training contexts with keep/drop words "
+            "(teacher: self_information from a local causal LM, or llm: deletion-only "
+            "compression by the configured LLM), train the encoder with cross-entropy and save "
+            "<data_dir>/models/warmstart/. Skipped when train.base_model is a compressor."
+        ),
+    )
+    _params_arg(p)
+    return _run_warmstart
+
+
+def _run_warmstart(args: argparse.Namespace) -> int:
+    from taco.config import load_params
+    from taco.warmstart import run_warmstart
+
+    record = run_warmstart(load_params(args.params))
+    keys = ("skipped", "labelled", "filtered", "loss_first_epoch", "loss_last_epoch", "seconds")
+    sys.stdout.write(json.dumps({k: record[k] for k in keys if k in record}) + "\n")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "train",
+        help="TACO-RL: REINFORCE fine-tuning against the target LLM (resumable)",
+        description=(
+            "Fine-tune the compressor with REINFORCE: k sampled compressions per prompt, "
+            "rewards from the target LLM (reward.name), leave-one-out baseline. Logs to "
+            "<data_dir>/reports/train/ (DVCLive), checkpoints to <data_dir>/checkpoints/train/ "
+            "(a rerun after a crash resumes), final model to <data_dir>/models/taco/. Under "
+            "`torchrun --nproc_per_node=N -m taco train` it runs data-parallel."
+        ),
+    )
+    _params_arg(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return _run_train
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from taco.config import load_params
+    from taco.train import train
+    from taco.train_state import TrainError
+
+    try:
+        record = train(load_params(args.params), progress=not args.no_progress)
+    except TrainError as exc:
+        raise UsageError(str(exc)) from None
+    keys = ("steps", "bad_steps", "seconds", "first_steps", "last_steps")
+    sys.stdout.write(json.dumps({k: record[k] for k in keys}) + "\n")
+    return 0
+
+
 # ---------------------------------------------------------------------------------- main
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
@@ -280,6 +336,8 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_validate,
     _add_data,
     _add_teacher,
+    _add_warmstart,
+    _add_train,
 ]
 
 

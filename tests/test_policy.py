@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+from train_helpers import tiny_bert_config
+from transformers import AutoTokenizer, BertForTokenClassification
 
 from taco import policy
 from taco.compressor import Compressor, embedded_encoder_path, word_scores
@@ -22,17 +23,9 @@ QUESTION = "Who improved the steam engine?"
 @pytest.fixture(scope="module")
 def compressor() -> Compressor:
     tok = AutoTokenizer.from_pretrained(str(embedded_encoder_path()))
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=2,
-    )
     torch.manual_seed(0)
-    return Compressor(BertForTokenClassification(cfg), tok, device="cpu", max_seq_len=64)
+    model = BertForTokenClassification(tiny_bert_config(tok.vocab_size, 64))
+    return Compressor(model, tok, device="cpu", max_seq_len=64)
 
 
 def _bias(comp: Compressor, keep: float) -> None:

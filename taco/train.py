@@ -1,0 +1,405 @@
+"""The `train` stage: TACO-RL — REINFORCE fine-tuning of the compressor against a target LLM.
+
+One readable loop (``train``): seed → model → for each step: sample k masks per prompt →
+compressed prompts → LLM → reward → advantage → loss → optimiser step → log. Rewards come from
+the registry in taco/rewards.py (``reward.name``); unscorable samples get zero advantage and
+are counted. AdamW with a separate, higher learning rate for the keep/drop head, a cosine
+schedule with optional warm-up, gradient clipping, bf16 autocast where the hardware has it.
+
+Resumable: every ``train.checkpoint_every`` steps the model, optimiser, scheduler and RNG
+states go to ``<data_dir>/checkpoints/train/``; rerunning after a crash (even ``kill -9``)
+continues from there when config, data and start model are unchanged. Data-parallel under
+``torchrun --nproc_per_node=N -m taco train``: each rank takes its share of the step's prompts
+(and so of the LLM calls), gradients are averaged with one all-reduce, only rank 0 logs and
+writes. Logs go to DVCLive in ``<data_dir>/reports/train/``; the final model (weights,
+tokenizer, ``taco_run.json``) to ``<data_dir>/models/taco/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from taco import policy
+from taco.compressor import Compressor
+from taco.config import Params, TrainParams, to_dict
+from taco.reinforce import (
+    advantages,
+    policy_loss,
+    rewards_tensor,
+    sequence_entropy,
+    sequence_log_prob,
+)
+from taco.train_state import (
+    Ranks,
+    TrainError,
+    TrainRow,
+    all_sum,
+    batch_indices,
+    broadcast_parameters,
+    data_versions,
+    git_commit,
+    init_ranks,
+    load_checkpoint,
+    load_rows,
+    rng_state,
+    run_fingerprint,
+    save_checkpoint,
+    save_model_atomic,
+    set_rng_state,
+    sync_gradients,
+)
+from taco.warmstart import autocast, is_compressor, param_groups
+
+log = logging.getLogger(__name__)
+
+# Sums all-reduced over ranks each step, in this order.
+_SUMS = (
+    "reward_sum",
+    "scored",
+    "unscorable",
+    "samples",
+    "rate_sum",
+    "entropy_sum",
+    "loss_sum",
+    "prompts",
+)
+
+
+def paths(params: Params, root: Path = Path(".")) -> dict[str, Path]:
+    data = root / params.base.data_dir
+    return {
+        "model": data / "models" / "taco",
+        "reports": data / "reports" / "train",
+        "checkpoints": data / "checkpoints" / "train",
+        "warmstart": data / "models" / "warmstart",
+    }
+
+
+def start_model(params: Params, root: Path = Path(".")) -> str | None:
+    """``train.base_model`` when it is a compressor, else the warm start when there is one,
+    else the base model (embedded MiniLM when null) with its fresh head."""
+    base = params.train.base_model
+    if is_compressor(base):
+        return base
+    warm = paths(params, root)["warmstart"]
+    if (warm / "config.json").is_file():
+        return str(warm)
+    log.warning("no warm start in %s: training starts from a fresh keep/drop head", warm)
+    return base
+
+
+def cosine_schedule(
+    opt: torch.optim.Optimizer, p: TrainParams
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 0 at ``steps``."""
+
+    def factor(step: int) -> float:
+        if step < p.warmup_steps:
+            return (step + 1) / p.warmup_steps
+        progress = (step - p.warmup_steps) / max(1, p.steps - p.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class Timer:
+    """Wall-clock seconds per named phase of a step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+
+def train_step(
+    compressor: Compressor,
+    rows: Sequence[TrainRow],
+    *,
+    llm: Any,
+    task: Any,
+    params: Params,
+    generator: torch.Generator,
+    timer: Timer,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sample → compress → LLM → reward → advantage → loss for this rank's prompts.
+
+    Returns the loss (not yet backpropagated) and per-step sums for logging.
+    """
+    from taco.rewards import compute_rewards
+
+    p: TrainParams = params.train
+    k = p.samples_per_prompt
+    with timer("encoder_forward"), autocast(compressor.device, p.bf16):
+        docs = policy.prepare(
+            compressor, [r.example.context for r in rows], [r.example.question for r in rows]
+        )
+        enc = policy.encode(
+            compressor, docs, level=p.level, force_tokens=p.force_tokens, keep_digits=p.keep_digits
+        )
+    with timer("sample_and_text"):
+        actions = policy.sample(enc, k, generator)
+        samples = policy.build(enc, actions, keep_newlines="\n" in p.force_tokens)
+        texts = [t for row in samples.texts for t in row]
+        compressed = llm.count_tokens(texts) if texts else []
+    with timer("llm_and_reward"):
+        result = compute_rewards(
+            params.reward.name,
+            llm,
+            task,
+            compressed_contexts=texts,
+            questions=[r.example.question for r in rows for _ in range(k)],
+            original_tokens=[r.context_tokens for r in rows for _ in range(k)],
+            compressed_tokens=compressed,
+            teacher_outputs=[r.teacher for r in rows for _ in range(k)],
+            references=[r.example.references for r in rows for _ in range(k)],
+            params=params.reward,
+            max_new_tokens=params.llm.max_new_tokens,
+        )
+    with timer("loss"):
+        rewards = rewards_tensor([result.rewards[i * k : (i + 1) * k] for i in range(len(rows))])
+        valid = ~torch.isnan(rewards)
+        adv = advantages(rewards, p.baseline, p.normalize_advantages).to(compressor.device)
+        logp = sequence_log_prob(enc.logp_keep, enc.logp_drop, actions, enc.mask, p.logprob)
+        entropy = sequence_entropy(enc.logp_keep, enc.logp_drop, enc.mask)
+        loss, _ = policy_loss(logp, adv, entropy, p.entropy_coef, valid.to(compressor.device))
+    scored = [r for r in result.rewards if r is not None]
+    rates = [
+        c / max(o, 1)
+        for c, o in zip(compressed, [r.context_tokens for r in rows for _ in range(k)], strict=True)
+    ]
+    sums = {
+        "reward_sum": float(sum(scored)),
+        "scored": float(len(scored)),
+        "unscorable": float(result.unscorable),
+        "samples": float(len(result.rewards)),
+        "rate_sum": float(sum(rates)),
+        "entropy_sum": float(entropy.detach().sum()),
+        "loss_sum": float(loss.detach()) * len(rows),
+        "prompts": float(len(rows)),
+    }
+    return loss, sums
+
+
+def step_metrics(sums: dict[str, float], llm: Any, seconds: float) -> dict[str, float]:
+    """The logged metrics of one step from summed counters (all ranks)."""
+    n = max(sums["samples"], 1.0)
+    llm_metrics = llm.metrics() if hasattr(llm, "metrics") else {}
+    return {
+        "reward/mean": sums["reward_sum"] / sums["scored"] if sums["scored"] else math.nan,
+        "reward/unscorable": sums["unscorable"] / n,
+        "compression/rate": sums["rate_sum"] / n,
+        "policy/entropy": sums["entropy_sum"] / max(sums["prompts"], 1.0),
+        "loss/policy": sums["loss_sum"] / max(sums["prompts"], 1.0),
+        "llm/calls": float(llm_metrics.get("llm/calls", 0.0)),
+        "llm/cache_hit_rate": float(llm_metrics.get("llm/cache_hit_rate", 0.0)),
+        "perf/samples_per_s": sums["samples"] / max(seconds, 1e-9),
+    }
+
+
+def _truncate_history(reports: Path, last_step: int) -> None:
+    """Drop DVCLive rows logged after the checkpoint we resume from (they are redone)."""
+    for tsv in (reports / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text(encoding="utf-8").splitlines(keepends=True)
+        if not lines:
+            continue
+        col = lines[0].rstrip("\n").split("\t").index("step")
+        kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[col]) <= last_step]
+        tsv.write_text("".join(kept), encoding="utf-8")
+
+
+def _open_live(reports: Path, resume_step: int | None) -> Any:
+    from dvclive import Live
+
+    if resume_step is not None:
+        _truncate_history(reports, resume_step - 1)
+    elif reports.exists():
+        shutil.rmtree(reports)
+    live = Live(dir=str(reports), resume=resume_step is not None, save_dvc_exp=False, dvcyaml=None)
+    live.step = resume_step or 0
+    return live
+
+
+def train(
+    params: Params, root: Path = Path("."), *, llm: Any = None, progress: bool = True
+) -> dict[str, Any]:
+    """Run TACO-RL training; returns the run record written to ``taco_run.json``."""
+    from tqdm.auto import tqdm
+
+    from taco.llm import build_llm
+    from taco.tasks import get_task
+
+    p: TrainParams = params.train
+    where = paths(params, root)
+    ranks, device = init_ranks(p.device)
+    if p.prompts_per_step < ranks.world:
+        raise TrainError(
+            f"train.prompts_per_step={p.prompts_per_step} is smaller than the {ranks.world} ranks"
+        )
+    # seed → data → model
+    torch.manual_seed(params.base.seed + ranks.rank)
+    rows = load_rows(params, root)
+    task = get_task(params.base.task, params)
+    start = start_model(params, root)
+    config = to_dict(params.sections)
+    fingerprint = run_fingerprint(
+        {**config, "world_size": ranks.world}, rows, Path(start) if start else None
+    )
+    compressor = Compressor.from_pretrained(start, device=str(device), max_seq_len=p.max_seq_len)
+    model = compressor.model  # eval mode: no dropout, so sampling and log-probs agree
+    broadcast_parameters(model, ranks)
+    optimizer = torch.optim.AdamW(param_groups(model, p.lr, p.head_lr, p.weight_decay))
+    scheduler = cosine_schedule(optimizer, p)
+    generator = torch.Generator(device=device).manual_seed(params.base.seed * 1000 + ranks.rank)
+    first, bad_steps = 0, 0
+    state = load_checkpoint(where["checkpoints"], fingerprint)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rank_state = state["ranks"][ranks.rank]
+        set_rng_state(rank_state["rng"])
+        generator.set_state(rank_state["generator"])
+        first, bad_steps = int(state["step"]), int(state["bad_steps"])
+        if ranks.main:
+            log.info("resuming from step %d (%s)", first, where["checkpoints"])
+    llm = llm or build_llm(params.llm)
+    live = (
+        _open_live(where["reports"], first if state is not None else None) if ranks.main else None
+    )
+    if ranks.main:
+        log.info(
+            "train: %d rows, start model %s, config %s",
+            len(rows),
+            start or "embedded",
+            config["train"],
+        )
+    trainable = [q for q in model.parameters() if q.requires_grad]
+    started = time.perf_counter()
+    history: list[dict[str, float]] = []
+    bar = tqdm(
+        total=p.steps,
+        initial=first,
+        desc="train",
+        unit="step",
+        disable=not (progress and ranks.main),
+    )
+    for step in range(first, p.steps):
+        t0 = time.perf_counter()
+        timer = Timer()
+        idx = batch_indices(len(rows), step, p.prompts_per_step, params.base.seed)[
+            ranks.rank :: ranks.world
+        ]
+        loss, sums = train_step(
+            compressor, [rows[i] for i in idx], llm=llm, task=task, params=params,
+            generator=generator, timer=timer,
+        )  # fmt: skip
+        with timer("backward_and_step"):
+            optimizer.zero_grad(set_to_none=True)
+            finite = torch.isfinite(loss.detach())
+            if bool(finite):
+                loss.backward()
+                sync_gradients(trainable, ranks)
+                norm = torch.nn.utils.clip_grad_norm_(trainable, p.grad_clip)
+                finite = finite & torch.isfinite(norm)
+            ok = all_sum([float(bool(finite))], ranks, device)[0] == ranks.world
+            if ok:
+                optimizer.step()
+            else:
+                bad_steps += 1
+                optimizer.zero_grad(set_to_none=True)
+                log.warning(
+                    "step %d: non-finite loss or gradient, skipped (%d so far)", step + 1, bad_steps
+                )
+            scheduler.step()
+        totals = dict(zip(_SUMS, all_sum([sums[k] for k in _SUMS], ranks, device), strict=True))
+        metrics = step_metrics(totals, llm, time.perf_counter() - t0)
+        metrics["train/bad_steps"] = float(bad_steps)
+        metrics["train/lr_head"] = scheduler.get_last_lr()[-1]
+        metrics.update({f"perf/{k}_s": v for k, v in timer.seconds.items()})
+        history.append(metrics)
+        if live is not None:
+            for name, value in metrics.items():
+                if math.isfinite(value):
+                    live.log_metric(name, value)
+            live.next_step()
+        bar.update(1)
+        bar.set_postfix(
+            reward=f"{metrics['reward/mean']:.3f}", rate=f"{metrics['compression/rate']:.2f}"
+        )
+        if bad_steps > p.max_bad_steps:
+            raise TrainError(
+                f"{bad_steps} steps had a non-finite loss (train.max_bad_steps={p.max_bad_steps})"
+            )
+        done = step + 1
+        if done % p.checkpoint_every == 0 or done == p.steps:
+            rng = _gather_rng(generator, ranks)  # collective: every rank takes part
+            if ranks.main:
+                save_checkpoint(
+                    where["checkpoints"],
+                    {
+                        "fingerprint": fingerprint,
+                        "step": done,
+                        "bad_steps": bad_steps,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "ranks": rng,
+                        "config": config,
+                    },
+                )
+    bar.close()
+    record = {
+        "config": config,
+        "start_model": start or "embedded:all-MiniLM-L6-v2",
+        "git_commit": git_commit(root),
+        "data_versions": data_versions(root),
+        "steps": p.steps,
+        "resumed_from_step": first if state is not None else None,
+        "bad_steps": bad_steps,
+        "world_size": ranks.world,
+        "seconds": round(time.perf_counter() - started, 2),
+        "first_steps": _window(history, head=True),
+        "last_steps": _window(history, head=False),
+        "fingerprint": fingerprint,
+    }
+    if ranks.main:
+        save_model_atomic(compressor, where["model"], record)
+        if live is not None:
+            live.end()
+        log.info("train: model saved to %s", where["model"])
+    return record
+
+
+def _gather_rng(generator: torch.Generator, ranks: Ranks) -> list[dict[str, Any]]:
+    """Every rank's RNG states (rank 0 stores them all in the checkpoint)."""
+    mine = {"rng": rng_state(), "generator": generator.get_state().cpu()}
+    if ranks.world == 1:
+        return [mine]
+    gathered: list[Any] = [None] * ranks.world
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
+
+
+def _window(history: Sequence[dict[str, float]], head: bool, n: int = 10) -> dict[str, float]:
+    """Mean of the first or last ``n`` steps' reward, rate and entropy (for the run record)."""
+    part = history[:n] if head else history[-n:]
+    out = {}
+    for key in ("reward/mean", "compression/rate", "policy/entropy"):
+        vals = [h[key] for h in part if math.isfinite(h.get(key, math.nan))]
+        out[key] = round(sum(vals) / len(vals), 5) if vals else None
+    return out  # type: ignore[return-value]

@@ -1,0 +1,146 @@
+"""taco.train: the loop, logging, checkpoints and resume, bad input and faults."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import FakeLLM, train_setup
+
+from taco import train as tr
+from taco.compressor import Compressor
+from taco.config import load_params
+from taco.train_state import TrainError, batch_indices
+
+METRICS = (
+    "reward/mean",
+    "reward/unscorable",
+    "compression/rate",
+    "policy/entropy",
+    "loss/policy",
+    "llm/calls",
+    "llm/cache_hit_rate",
+    "perf/samples_per_s",
+)
+
+
+def _tsv(reports: Path, name: str) -> list[tuple[int, float]]:
+    lines = (reports / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+    col = lines[0].split("\t").index("step")
+    return [(int(ln.split("\t")[col]), float(ln.split("\t")[-1])) for ln in lines[1:]]
+
+
+def test_batch_indices_are_seeded_epochs() -> None:
+    first_epoch = [i for s in range(3) for i in batch_indices(6, s, 2, seed=0)]
+    assert sorted(first_epoch) == list(range(6))  # every row once per epoch
+    assert batch_indices(6, 5, 2, 0) == batch_indices(6, 5, 2, 0)
+    assert first_epoch != [i for s in range(3) for i in batch_indices(6, s, 2, seed=1)]
+
+
+def test_cosine_schedule_warms_up_and_decays() -> None:
+    params = load_params(Path("/nonexistent.yaml"))
+    p = tr.TrainParams(steps=10, warmup_steps=2)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = tr.cosine_schedule(opt, p)
+    lrs = []
+    for _ in range(10):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
+    assert lrs[2] == pytest.approx(1.0) and lrs[-1] < 0.05
+    assert params.train.steps == 60  # defaults load without a file
+
+
+def test_train_logs_checkpoints_and_saves_a_compressor(tmp_path: Path) -> None:
+    params = load_params(train_setup(tmp_path))
+    llm = FakeLLM()
+    record = tr.train(params, tmp_path, llm=llm, progress=False)
+    where = tr.paths(params, tmp_path)
+    for name in METRICS:
+        assert [s for s, _ in _tsv(where["reports"], name)] == [0, 1, 2, 3], name
+    assert all(0 <= v <= 1 for _, v in _tsv(where["reports"], "reward/mean"))
+    assert (where["checkpoints"] / "checkpoint.pt").is_file()
+    run = json.loads((where["model"] / "taco_run.json").read_text())
+    assert run["config"]["train"]["samples_per_prompt"] == 3
+    assert run["steps"] == 4 and run["bad_steps"] == 0 and run["start_model"].endswith("enc")
+    assert llm.calls == 4 * 2 * 3
+    comp = Compressor.from_pretrained(str(where["model"]), device="cpu")
+    start = Compressor.from_pretrained(record["start_model"], device="cpu")
+    changed = any(
+        not torch.equal(a, b)
+        for a, b in zip(comp.model.parameters(), start.model.parameters(), strict=True)
+    )
+    assert changed
+    assert comp.compress("def f(x):\n    return x + 1", rate=0.5).compressed_prompt
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    pa = load_params(train_setup(a, train={"steps": 6}))
+    pb = load_params(train_setup(b, train={"steps": 6}))
+    tr.train(pa, a, llm=FakeLLM(), progress=False)
+
+    class Crash(FakeLLM):
+        def loglik(self, prompts, continuations, *, reduction="mean"):
+            if self.calls >= 4 * 2 * 3:  # dies during step 5, after the step-4 checkpoint
+                raise KeyboardInterrupt
+            return super().loglik(prompts, continuations, reduction=reduction)
+
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(pb, b, llm=Crash(), progress=False)
+    assert torch.load(b / "data/checkpoints/train/checkpoint.pt", weights_only=False)["step"] == 4
+    record = tr.train(pb, b, llm=FakeLLM(), progress=False)
+    assert record["resumed_from_step"] == 4
+    ma = Compressor.from_pretrained(str(a / "data/models/taco"), device="cpu").model
+    mb = Compressor.from_pretrained(str(b / "data/models/taco"), device="cpu").model
+    for x, y in zip(ma.parameters(), mb.parameters(), strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+    ra, rb = (_tsv(d / "data/reports/train", "reward/mean") for d in (a, b))
+    assert [s for s, _ in rb] == list(range(6))
+    assert [v for _, v in rb] == pytest.approx([v for _, v in ra], abs=1e-6)
+
+
+def test_changed_params_do_not_resume(tmp_path: Path) -> None:
+    params = load_params(train_setup(tmp_path, train={"steps": 2}))
+    tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+    params = load_params(train_setup(tmp_path, train={"steps": 2, "entropy_coef": 0.1}))
+    assert tr.train(params, tmp_path, llm=FakeLLM(), progress=False)["resumed_from_step"] is None
+
+
+def test_no_training_rows_is_one_clear_error(tmp_path: Path) -> None:
+    params = load_params(train_setup(tmp_path))
+    (tmp_path / "data/teacher/code/train.jsonl").write_text("")
+    with pytest.raises(TrainError, match="no training rows"):
+        tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = load_params(train_setup(tmp_path, train={"steps": 4, "max_bad_steps": 1}))
+    real = tr.sequence_log_prob
+    calls = {"n": 0}
+
+    def sometimes_nan(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        return out * math.nan if calls["n"] in (2, 3) else out
+
+    monkeypatch.setattr(tr, "sequence_log_prob", sometimes_nan)
+    with pytest.raises(TrainError, match="non-finite"):
+        tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+    bad = _tsv(tr.paths(params, tmp_path)["reports"], "train/bad_steps")
+    assert [v for _, v in bad] == [0.0, 1.0, 2.0]
+
+
+def test_unscorable_samples_are_counted_and_training_completes(tmp_path: Path) -> None:
+    params = load_params(train_setup(tmp_path, train={"steps": 3}))
+    record = tr.train(params, tmp_path, llm=FakeLLM(fail_every=5), progress=False)
+    share = [v for _, v in _tsv(tr.paths(params, tmp_path)["reports"], "reward/unscorable")]
+    assert record["steps"] == 3
+    assert sum(share) / len(share) == pytest.approx(0.2, abs=0.06)
