@@ -85,7 +85,7 @@ def strip_docstring(code: str, docstring: str = "") -> str:
         if kept is not None:
             return "\n".join(kept)
     # Python 2 or odd layout: drop the first string literal that holds the docstring text.
-    pattern = re.compile(r"[rRuUbB]*(\"\"\"|'''|\"|')(.*?)\1\n?", re.DOTALL)
+    pattern = re.compile(r"[ \t]*[rRuUbB]*(\"\"\"|'''|\"|')(.*?)\1[ \t]*\n?", re.DOTALL)
     for match in pattern.finditer(source):
         if docstring.strip()[:40] in match.group(2):
             return (source[: match.start()] + source[match.end() :]).rstrip()

@@ -58,15 +58,17 @@ def require(row: Mapping[str, Any], names: Iterable[str], where: str, rid: Any) 
             raise SourceError(f"{where}: record {rid!r}: required field '{name}' is missing")
 
 
-def _files(path: Path, patterns: tuple[str, ...]) -> list[Path]:
+def _files(path: Path, patterns: tuple[str, ...]) -> list[tuple[Path, str]]:
+    """(file, label) pairs; labels are relative to ``path`` so snapshots do not depend on
+    where the source lives on disk."""
     if path.is_dir():
         found = sorted({f for pattern in patterns for f in path.rglob(pattern) if f.is_file()})
         if not found:
             raise SourceError(f"{path}: no files matching {', '.join(patterns)}")
-        return found
+        return [(f, f.relative_to(path).as_posix()) for f in found]
     if not path.exists():
         raise FileNotFoundError(f"source not found: {path}")
-    return [path]
+    return [(path, path.name)]
 
 
 def _unique(items: Iterable[str]) -> list[str]:
@@ -116,9 +118,9 @@ def squad_record(row: Mapping[str, Any], where: str, include_unanswerable: bool)
 
 def load_squad(path: Path, include_unanswerable: bool = False) -> Iterator[Record]:
     """SQuAD v1.1/v2.0 official JSON file(s): answerable questions (v2 unanswerable optional)."""
-    for file in _files(path, ("*.json",)):
-        for row in squad_rows(read_json(file), str(file)):
-            rec = squad_record(row, str(file), include_unanswerable)
+    for file, label in _files(path, ("*.json",)):
+        for row in squad_rows(read_json(file), label):
+            rec = squad_record(row, label, include_unanswerable)
             if rec is not None:
                 yield rec
 
@@ -142,9 +144,9 @@ def meeting_group(meeting: str) -> str:
 
 def load_qmsum(path: Path) -> Iterator[Record]:
     """QMSum per-meeting JSON files: the whole transcript with each general query's answer."""
-    for file in _files(path, ("*.json",)):
+    for file, where in _files(path, ("*.json",)):
         doc = read_json(file)
-        where, meeting = str(file), file.stem
+        meeting = file.stem
         require(doc, ("meeting_transcripts", "general_query_list"), where, meeting)
         turns = []
         for i, turn in enumerate(doc["meeting_transcripts"]):
@@ -179,7 +181,7 @@ def meetingbank_record(row: Mapping[str, Any], where: str) -> Record:
     }
 
 
-def _json_rows(file: Path) -> Iterator[tuple[str, Record]]:
+def _json_rows(file: Path, label: str) -> Iterator[tuple[str, Record]]:
     """Rows of a JSON array file or a JSON-lines file, each with its 'file:line' location."""
     with open_text(file) as fh:
         head = fh.read(1)
@@ -187,16 +189,16 @@ def _json_rows(file: Path) -> Iterator[tuple[str, Record]]:
             head = fh.read(1)
     if head == "[":
         for i, row in enumerate(read_json(file)):
-            yield f"{file}[{i}]", row
+            yield f"{label}[{i}]", row
     else:
         for lineno, row in read_jsonl(file):
-            yield f"{file}:{lineno}", row
+            yield f"{label}:{lineno}", row
 
 
 def load_meetingbank(path: Path) -> Iterator[Record]:
     """MeetingBank segment files (train/validation/test .json, JSON lines or a JSON array)."""
-    for file in _files(path, ("*.json", "*.jsonl", "*.json.gz", "*.jsonl.gz")):
-        for where, row in _json_rows(file):
+    for file, label in _files(path, ("*.json", "*.jsonl", "*.json.gz", "*.jsonl.gz")):
+        for where, row in _json_rows(file, label):
             yield meetingbank_record(row, where)
 
 
@@ -232,9 +234,9 @@ def codesearchnet_record(row: Mapping[str, Any], where: str) -> Record:
 
 def load_codesearchnet(path: Path) -> Iterator[Record]:
     """CodeSearchNet JSONL / JSONL.GZ files (`code`, `docstring`, `func_name`, `repo`, `path`)."""
-    for file in _files(path, ("*.jsonl", "*.jsonl.gz")):
+    for file, label in _files(path, ("*.jsonl", "*.jsonl.gz")):
         for lineno, row in read_jsonl(file):
-            yield codesearchnet_record(row, f"{file}:{lineno}")
+            yield codesearchnet_record(row, f"{label}:{lineno}")
 
 
 # ------------------------------------------------------------------------------ shared dev / tables
@@ -243,7 +245,7 @@ def load_codesearchnet(path: Path) -> Iterator[Record]:
 def load_shared(path: Path) -> Iterator[Record]:
     """The project's shared dev files (../shared/data/<task>/dev.jsonl; see their README)."""
     for lineno, row in read_jsonl(path):
-        where = f"{path}:{lineno}"
+        where = f"{path.name}:{lineno}"
         refs_field = "answers" if "answers" in row else "reference"
         require(row, ("id", "context", refs_field), where, row.get("id"))
         refs = row[refs_field]
@@ -253,7 +255,7 @@ def load_shared(path: Path) -> Iterator[Record]:
             "question": row.get("question", ""),
             "references": _unique([refs] if isinstance(refs, str) else refs),
             "group": row.get("group", ""),
-            "source": row.get("source", str(path)),
+            "source": row.get("source", path.name),
         }
 
 
@@ -280,10 +282,10 @@ def table_record(row: Mapping[str, Any], fields: Mapping[str, str], where: str, 
     }
 
 
-def _table_rows(path: Path, fmt: str) -> Iterator[tuple[str, Record]]:
+def _table_rows(path: Path, label: str, fmt: str) -> Iterator[tuple[str, Record]]:
     if fmt == "jsonl":
         for lineno, row in read_jsonl(path):
-            yield f"{path}:{lineno}", row
+            yield f"{label}:{lineno}", row
         return
     import pandas as pd
 
@@ -291,15 +293,15 @@ def _table_rows(path: Path, fmt: str) -> Iterator[tuple[str, Record]]:
     if frame is None:
         frame = pd.read_parquet(path)
     for i, row in enumerate(frame.to_dict(orient="records")):
-        yield f"{path} row {i + 1}", row
+        yield f"{label} row {i + 1}", row
 
 
 def load_table(path: Path, fmt: str, fields: Mapping[str, str]) -> Iterator[Record]:
     """Generic JSONL / CSV / Parquet with a field mapping, for users' own tasks."""
     patterns = {"jsonl": ("*.jsonl", "*.jsonl.gz"), "csv": ("*.csv",), "parquet": ("*.parquet",)}
     n = 0
-    for file in _files(path, patterns[fmt]):
-        for where, row in _table_rows(file, fmt):
+    for file, label in _files(path, patterns[fmt]):
+        for where, row in _table_rows(file, label, fmt):
             n += 1
             yield table_record(row, fields, where, n)
 
