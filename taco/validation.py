@@ -41,6 +41,12 @@ def _answer_in_context(row: Mapping[str, Any]) -> bool:
     return any(isinstance(r, str) and r and r in context for r in refs)
 
 
+def _reference_words(refs: Any) -> list[int]:
+    if not isinstance(refs, list | tuple):
+        return []
+    return [words(r) for r in refs if isinstance(r, str)]
+
+
 def split_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Prepared rows as a frame with the derived columns the expectations read."""
     import pandas as pd
@@ -49,11 +55,16 @@ def split_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     frame = frame.where(frame.notna(), None)
     frame["reference"] = [_first_reference(r) for r in frame["references"]]
     frame["context_words"] = [words(c) if isinstance(c, str) else None for c in frame["context"]]
+    ref_words = [_reference_words(r) for r in frame["references"]]
+    frame["reference_words_min"] = [min(n) if n else None for n in ref_words]
+    frame["reference_words_max"] = [max(n) if n else None for n in ref_words]
     frame["answer_in_context"] = [_answer_in_context(r) for r in rows]
     return frame
 
 
-def build_frames(splits: Mapping[str, Sequence[Mapping[str, Any]]], stats: Mapping[str, Any]):
+def build_frames(
+    splits: Mapping[str, Sequence[Mapping[str, Any]]], stats: Mapping[str, Any]
+) -> dict[str, pd.DataFrame]:
     """Frames per split, over all splits, per group (how many splits hold it), and the stats."""
     import pandas as pd
 
@@ -75,7 +86,8 @@ def expectations(params: Params) -> list[tuple[str, Any]]:
     p, v, task = params.prepare, params.validate, params.base.task
     out: list[tuple[str, Any]] = []
     for split in SPLITS:
-        for column in ("id", "context", "reference", "group"):
+        required = ("id", "context", "reference", "group", *(("question",) if task == "qa" else ()))
+        for column in required:
             out.append((split, gxe.ExpectColumnValuesToNotBeNull(column=column)))
             out.append((split, gxe.ExpectColumnValuesToMatchRegex(column=column, regex=r"\S")))
         out += [
@@ -86,6 +98,18 @@ def expectations(params: Params) -> list[tuple[str, Any]]:
                     column="context_words",
                     min_value=p.min_context_words,
                     max_value=p.max_context_words,
+                ),
+            ),
+            (
+                split,
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="reference_words_min", min_value=p.min_reference_words
+                ),
+            ),
+            (
+                split,
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="reference_words_max", max_value=p.max_reference_words
                 ),
             ),
             (split, gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows.get(split, 0))),

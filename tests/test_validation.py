@@ -98,6 +98,15 @@ def _too_long(rows: list[dict]) -> None:
     rows[5]["context"] += " word" * 5000
 
 
+def _long_answer(rows: list[dict]) -> None:
+    rows[6]["context"] += " word" * 300
+    rows[6]["references"] = [rows[6]["context"]]  # in the context, but over the word limit
+
+
+def _no_question(rows: list[dict]) -> None:
+    rows[7]["question"] = ""
+
+
 @pytest.mark.parametrize(
     ("corrupt", "expected", "victim"),
     [
@@ -107,6 +116,8 @@ def _too_long(rows: list[dict]) -> None:
         (_no_references, "val: expect_column_values_to_not_be_null(reference)", 4),
         (_wrong_task, "val: expect_column_values_to_be_in_set(task)", 0),
         (_too_long, "val: expect_column_values_to_be_between(context_words)", 5),
+        (_long_answer, "val: expect_column_values_to_be_between(reference_words_max)", 6),
+        (_no_question, "val: expect_column_values_to_match_regex(question)", 7),
     ],
 )
 def test_corrupted_rows_fail_the_named_expectation(
