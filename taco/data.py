@@ -74,19 +74,20 @@ def dedupe(examples: Iterable[Example]) -> tuple[list[Example], int]:
 
 
 def _units(text: str, max_words: int) -> Iterable[tuple[str, str]]:
-    """(unit, separator) pieces no longer than ``max_words``: paragraphs, then lines (turns),
-    then word windows as the last resort."""
+    """(unit, separator before it) pieces of at most ``max_words`` words: paragraphs, then
+    lines (turns), then word windows as the last resort."""
     for para in _BLANK_LINES.split(text):
         if words(para) <= max_words:
             yield para, "\n\n"
             continue
-        for line in para.split("\n"):
-            tokens = line.split(" ")
+        for j, line in enumerate(para.split("\n")):
+            sep = "\n\n" if j == 0 else "\n"
             if words(line) <= max_words:
-                yield line, "\n"
+                yield line, sep
                 continue
+            tokens = line.split()
             for i in range(0, len(tokens), max_words):
-                yield " ".join(tokens[i : i + max_words]), " "
+                yield " ".join(tokens[i : i + max_words]), sep if i == 0 else " "
 
 
 def segment_text(text: str, max_words: int) -> list[str]:
@@ -128,7 +129,9 @@ def length_problem(ex: Example, p: PrepareParams) -> str | None:
     if n > p.max_context_words:
         return "context_too_long"
     ref_words = [words(r) for r in ex.references]
-    if not ref_words or min(ref_words) < p.min_reference_words:
+    if not ref_words:
+        return "no_reference"  # e.g. SQuAD 2.0 unanswerable questions kept in the raw snapshot
+    if min(ref_words) < p.min_reference_words:
         return "reference_too_short"
     if max(ref_words) > p.max_reference_words:
         return "reference_too_long"

@@ -87,6 +87,8 @@ def test_segments_cut_at_paragraphs_and_hard_cut_a_giant_line() -> None:
     assert pieces[0] == "\n\n".join(paras[:2])
     assert all(words(p) <= 120 for p in pieces)
     assert sum(words(p) for p in pieces) == 350
+    assert all(piece == piece.strip() for piece in pieces)
+    assert all(set(piece.split()) == {"r"} for piece in pieces[1:])  # windows of the giant one
 
 
 def test_qa_keeps_only_segments_with_an_answer_and_code_is_never_cut() -> None:
