@@ -41,7 +41,8 @@ def load_raw(path: Path) -> list[Example]:
 
 
 def normalise(ex: Example) -> Example:
-    """NFC text; trailing spaces and outer blank lines dropped (indentation kept for code)."""
+    """NFC text; trailing spaces and outer blank lines dropped (indentation kept for code); a
+    record without a group is its own group."""
 
     def clean_block(text: str) -> str:
         lines = unicodedata.normalize("NFC", text).replace("\r\n", "\n").split("\n")
@@ -55,6 +56,7 @@ def normalise(ex: Example) -> Example:
         context=clean_block(ex.context),
         question=clean_line(ex.question),
         references=tuple(r for r in (clean_line(r) for r in ex.references) if r),
+        group=ex.group or ex.id,
     )
 
 

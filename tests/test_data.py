@@ -62,6 +62,8 @@ def test_normalise_keeps_indentation_and_cleans_text() -> None:
     assert out.context == "def f():\n    return 1"
     assert out.question == "why now"
     assert out.references == ("a b",)
+    assert out.group == "g"
+    assert normalise(ex(7, group="")).group == "7"
 
 
 def test_dedupe_drops_exact_duplicates_only() -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,6 +172,26 @@ def test_malformed_json_line_names_file_and_line() -> None:
     path = FIXTURES / "malformed.jsonl"
     with pytest.raises(DataFileError, match=r"malformed\.jsonl:2: malformed JSON"):
         list(load_shared(path))
+
+
+def test_cli_reports_a_bad_source_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(
+        f"base: {{task: qa}}\ningest: {{format: shared, path: {FIXTURES / 'malformed.jsonl'}}}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "taco", "ingest"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"taco: error: {FIXTURES / 'malformed.jsonl'}:2: malformed JSON (Expecting ',' delimiter)"
+    ]
+    assert not (tmp_path / "data").exists()  # nothing half-written
 
 
 def test_missing_field_names_field_and_record(tmp_path: Path) -> None:
