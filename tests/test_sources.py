@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -229,6 +232,48 @@ def test_hf_dataset_offline_gives_one_clear_error(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(SourceError, match="Hugging Face Hub is not reachable") as info:
         load_source(params, "qa")
     assert "rajpurkar/squad_v2" in str(info.value)
+
+
+def test_url_source_is_downloaded_and_read() -> None:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(FIXTURES))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/squad_v2.json"
+        rows = load_source(IngestParams(format="squad", path=url), "qa")
+    finally:
+        server.shutdown()
+    assert [r["id"] for r in rows] == ["squad-sq2-001", "squad-sq2-003"]
+    assert rows[0]["source"] == "SQuAD (squad_v2.json)"
+
+
+def test_hf_rows_go_through_the_format_converter(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    hf_squad = [  # the row layout of the Hub's `squad_v2` dataset
+        {
+            "id": "5733be284776f41900661182",
+            "title": "University_of_Notre_Dame",
+            "context": "Architecturally, the school has a Catholic character.",
+            "question": "What character does the school have?",
+            "answers": {"text": ["Catholic", "Catholic"], "answer_start": [34, 34]},
+        },
+        {"id": "x2", "title": "T", "context": "c", "question": "q", "answers": {"text": []}},
+    ]
+    calls = []
+
+    def fake_load_dataset(name: str, config: str | None, split: str) -> list[dict]:
+        calls.append((name, config, split))
+        return hf_squad
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    params = IngestParams(format="squad", path="hf:rajpurkar/squad_v2", hf_split="validation")
+    rows = load_source(params, "qa")
+    assert calls == [("rajpurkar/squad_v2", None, "validation")]
+    assert len(rows) == 1 and rows[0]["references"] == ["Catholic"]
+    assert rows[0]["group"] == "University_of_Notre_Dame"
 
 
 def test_unreachable_url_gives_one_clear_error() -> None:
