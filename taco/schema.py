@@ -49,13 +49,17 @@ class Example:
             raise SchemaError(f"{prefix}record {rid!r}: unknown field(s) {', '.join(unknown)}")
         refs = row.get("references", ())
         if isinstance(refs, str) or not isinstance(refs, list | tuple):
-            raise SchemaError(f"{prefix}record {rid!r}: field 'references' must be a list of strings")
+            raise SchemaError(
+                f"{prefix}record {rid!r}: field 'references' must be a list of strings"
+            )
         values = {k: row[k] for k in known if k in row and row[k] is not None}
         for name in ("id", "task", "context", "question", "group", "source"):
             if name in values and not isinstance(values[name], str):
                 raise SchemaError(f"{prefix}record {rid!r}: field '{name}' must be a string")
         if not all(isinstance(r, str) for r in refs):
-            raise SchemaError(f"{prefix}record {rid!r}: field 'references' must be a list of strings")
+            raise SchemaError(
+                f"{prefix}record {rid!r}: field 'references' must be a list of strings"
+            )
         values["references"] = tuple(refs)
         return cls(**values)
 
