@@ -56,6 +56,7 @@ from taco.train_state import (
     save_model_atomic,
     set_rng_state,
     sync_gradients,
+    weights_digest,
 )
 from taco.warmstart import autocast, is_compressor, param_groups
 
@@ -376,6 +377,7 @@ def train(
         "first_steps": _window(history, head=True),
         "last_steps": _window(history, head=False),
         "fingerprint": fingerprint,
+        "weights_sha256": weights_digest(model),
     }
     if ranks.main:
         save_model_atomic(compressor, where["model"], record)

@@ -198,6 +198,15 @@ def sync_gradients(params: Sequence[torch.nn.Parameter], ranks: Ranks) -> None:
         pos += n
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes (identical weights ⇔ identical digest)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def broadcast_parameters(model: torch.nn.Module, ranks: Ranks) -> None:
     """Start every rank from rank 0's weights."""
     if ranks.world > 1:
