@@ -144,3 +144,34 @@ def test_unscorable_samples_are_counted_and_training_completes(tmp_path: Path) -
     share = [v for _, v in _tsv(tr.paths(params, tmp_path)["reports"], "reward/unscorable")]
     assert record["steps"] == 3
     assert sum(share) / len(share) == pytest.approx(0.2, abs=0.06)
+
+
+def test_an_llm_endpoint_failing_20_percent_of_calls(tmp_path: Path) -> None:
+    import yaml
+    from openai_server import FakeOpenAIServer
+    from tiny_causal_lm import tiny_causal_lm_folder
+
+    lm = tiny_causal_lm_folder(tmp_path / "lm")  # its tokenizer counts tokens
+    path = train_setup(tmp_path, train={"steps": 3, "prompts_per_step": 4, "samples_per_prompt": 4})
+    sections = yaml.safe_load(path.read_text())
+    with FakeOpenAIServer(fail_rate=0.2, fail_kinds=("500",), seed=3) as server:
+        sections["llm"] = {
+            "backend": "openai",
+            "model": "fake",
+            "cache": False,
+            "openai": {
+                "base_url": server.base_url,
+                "api_key_env": None,
+                "max_retries": 0,
+                "tokenizer": str(lm),
+            },
+        }
+        sections["reward"] = {"name": "taco_rl", "tolerance_tokens": 1000}
+        path.write_text(yaml.safe_dump(sections))
+        params = load_params(path)
+        record = tr.train(params, tmp_path, progress=False)
+        failed = server.count("500")
+    share = [v for _, v in _tsv(tr.paths(params, tmp_path)["reports"], "reward/unscorable")]
+    assert record["steps"] == 3 and failed > 0
+    assert 0.05 < sum(share) / len(share) < 0.4
+    assert sum(share) * 16 == pytest.approx(failed)  # every failed call, and only those
