@@ -280,6 +280,15 @@ def _save_atomic(compressor: Compressor | None, out: Path, record: dict[str, Any
     os.replace(tmp, out)
 
 
+def _write_report(params: Params, root: Path, record: dict[str, Any]) -> None:
+    """``<data_dir>/reports/warmstart.json``: the record without params (DVC metrics)."""
+    path = root / params.base.data_dir / "reports" / RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({k: v for k, v in record.items() if k != "params"}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     """The stage: label, train, save to ``<data_dir>/models/warmstart`` (or record a skip)."""
     from taco.teacher import read_examples
@@ -291,6 +300,7 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         record = {"skipped": True, "reason": "train.base_model is a compressor", "base": base}
         log.info("warmstart skipped: %s is already a compressor", base)
         _save_atomic(None, out, record)
+        _write_report(params, root, record)
         return record
     started = time.perf_counter()
     split = root / params.base.data_dir / "prepared" / params.base.task / "train.jsonl"
@@ -344,5 +354,6 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         "params": to_dict(p),
     }
     _save_atomic(compressor, out, record)
+    _write_report(params, root, record)
     log.info("warmstart: %s", {k: v for k, v in record.items() if k != "params"})
     return record
