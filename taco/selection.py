@@ -1,0 +1,151 @@
+"""Token budgets and word selection: pure functions over alignment arrays, plus counters."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from taco.text import Alignment
+
+
+class TokenCounter(Protocol):
+    """Counts tokens of a text; ``count_many`` (optional) counts a batch faster."""
+
+    def __call__(self, text: str) -> int: ...
+
+
+class HFTokenCounter:
+    """Token counter from any Hugging Face tokenizer (e.g. the target LLM's)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        return [len(x) for x in ids]
+
+
+def tiktoken_counter(encoding: str = "cl100k_base") -> TokenCounter:
+    """A tiktoken counter (GPT-3.5/4 tokens); its BPE file must be in ``TIKTOKEN_CACHE_DIR``."""
+    try:
+        import tiktoken
+    except ImportError:
+        raise ImportError("tiktoken is not installed: pip install tiktoken") from None
+    enc = tiktoken.get_encoding(encoding)
+
+    class _Counter:
+        def __call__(self, text: str) -> int:
+            return len(enc.encode_ordinary(text))
+
+        def count_many(self, texts: Sequence[str]) -> list[int]:
+            return [len(x) for x in enc.encode_ordinary_batch(list(texts))]
+
+    return _Counter()
+
+
+def count_many(counter: TokenCounter, texts: Sequence[str]) -> list[int]:
+    """Counts for many texts, through ``count_many`` when the counter has it."""
+    many = getattr(counter, "count_many", None)
+    return list(many(texts)) if callable(many) else [int(counter(t)) for t in texts]
+
+
+def check_budget_args(rate: Any, target_tokens: Any) -> None:
+    """Raise ValueError/TypeError unless exactly one valid budget is given."""
+    if rate is not None and target_tokens is not None:
+        raise ValueError("give either rate or target_tokens, not both")
+    if rate is None and target_tokens is None:
+        raise ValueError("give rate (fraction of tokens kept, in (0, 1]) or target_tokens (>= 0)")
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise TypeError(f"rate must be a number in (0, 1], got {type(rate).__name__}")
+        if not (0.0 < rate <= 1.0) or math.isnan(rate):
+            raise ValueError(f"rate must be in (0, 1], got {rate}")
+    if target_tokens is not None:
+        if isinstance(target_tokens, bool) or not isinstance(target_tokens, int | np.integer):
+            raise TypeError(
+                f"target_tokens must be an integer >= 0, got {type(target_tokens).__name__}"
+            )
+        if target_tokens < 0:
+            raise ValueError(f"target_tokens must be an integer >= 0, got {target_tokens}")
+
+
+def token_budget(origin_tokens: int, rate: float | None, target_tokens: int | None) -> int:
+    """Tokens that may be kept: ``floor(rate * origin)`` or ``min(target, origin)``."""
+    if target_tokens is not None:
+        return min(int(target_tokens), origin_tokens)
+    assert rate is not None
+    return min(origin_tokens, math.floor(rate * origin_tokens + 1e-9))
+
+
+def select_words(scores: np.ndarray, costs: np.ndarray, budget: int) -> np.ndarray:
+    """Keep the highest-scoring words whose total cost fits ``budget`` (boolean mask).
+
+    Words are taken in descending score order (ties: earlier word first); once the next
+    word does not fit, the remaining budget is filled with the best-ranked words that still
+    fit, so the shortfall is smaller than any word left out.
+    """
+    keep = np.zeros(scores.shape[0], dtype=bool)
+    if scores.shape[0] == 0 or budget <= 0:
+        return keep
+    order = np.argsort(-scores, kind="stable")
+    c = costs[order]
+    cum = np.cumsum(c)
+    n = int(np.searchsorted(cum, budget, side="right"))
+    keep[order[:n]] = True
+    remaining = budget - (int(cum[n - 1]) if n else 0)
+    rest, rest_cost = order[n:], c[n:]
+    pos = 0
+    while remaining > 0 and pos < rest.shape[0]:
+        fits = np.flatnonzero(rest_cost[pos:] <= remaining)
+        if fits.size == 0:
+            break
+        k = pos + int(fits[0])
+        keep[rest[k]] = True
+        remaining -= int(rest_cost[k])
+        pos = k + 1
+    return keep
+
+
+def forced_words(al: Alignment, force_tokens: Iterable[str], keep_digits: bool) -> np.ndarray:
+    """Words that must be kept: exact occurrences of a force token that start and end on
+    word boundaries (a force token may span several words, e.g. ``"Answer:"``), and with
+    ``keep_digits`` every word containing a digit."""
+    forced = np.zeros(al.n_words, dtype=bool)
+    if al.n_words == 0:
+        return forced
+    text = al.text
+    for tok in force_tokens:
+        if not tok.strip():
+            continue  # whitespace force tokens ("\n") are layout: see render(keep_newlines)
+        start = 0
+        while (i := text.find(tok, start)) >= 0:
+            start = i + 1
+            end = i + len(tok)
+            a = int(np.searchsorted(al.word_start, i))
+            b = int(np.searchsorted(al.word_end, end))
+            on_bounds = a < al.n_words and b < al.n_words and al.word_start[a] == i
+            if on_bounds and al.word_end[b] == end:
+                forced[a : b + 1] = True
+    if keep_digits:
+        digits = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        is_digit = (digits >= 48) & (digits <= 57)
+        cum = np.zeros(len(text) + 1, dtype=np.int64)
+        np.cumsum(is_digit, out=cum[1:])
+        forced |= cum[al.word_end] - cum[al.word_start] > 0
+    return forced
+
+
+def word_scores(token_probs: np.ndarray, al: Alignment) -> np.ndarray:
+    """Word keep-probability = mean of its sub-token probabilities (LLMLingua-2's rule)."""
+    if al.n_words == 0:
+        return np.zeros(0, dtype=np.float64)
+    sums = np.add.reduceat(token_probs.astype(np.float64), al.word_first_token)
+    return sums / al.word_n_tokens
