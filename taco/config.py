@@ -423,7 +423,7 @@ class TrainParams:
     weight_decay: float = 0.01
     warmup_steps: int = 0
     grad_clip: float = 1.0
-    bf16: typing.Literal["auto", "on", "off"] = "auto"  # autocast; auto = where hardware has it
+    bf16: bool | typing.Literal["auto"] = "auto"  # autocast; auto = where the hardware has it
     device: str = "auto"
     max_seq_len: int = 512
     force_tokens: tuple[str, ...] = ("\n",)

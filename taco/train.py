@@ -379,6 +379,13 @@ def train(
         "fingerprint": fingerprint,
         "weights_sha256": weights_digest(model),
     }
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    record["steps_per_s"] = round((p.steps - first) / elapsed, 4)
+    record["samples_per_s"] = round(
+        (p.steps - first) * p.prompts_per_step * p.samples_per_prompt / elapsed, 3
+    )
+    if device.type == "cuda":
+        record["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     if ranks.main:
         save_model_atomic(compressor, where["model"], record)
         if live is not None:

@@ -203,11 +203,11 @@ def labelled_rows(
     return out
 
 
-def autocast(device: torch.device, mode: str = "auto") -> Any:
-    """bf16 autocast where the hardware has it (``auto``), always (``on``) or never."""
+def autocast(device: torch.device, mode: bool | str = "auto") -> Any:
+    """bf16 autocast where the hardware has it (``"auto"``), always (True) or never (False)."""
     from taco.compressor import bf16_supported
 
-    on = mode == "on" or (mode == "auto" and bf16_supported(device))
+    on = mode is True or (mode == "auto" and bf16_supported(device))
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
 
 
@@ -226,7 +226,7 @@ def train_supervised(
     rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     p: WarmstartParams,
     seed: int,
-    bf16: str = "auto",
+    bf16: bool | str = "auto",
 ) -> dict[str, float]:
     """Cross-entropy on keep/drop labels; returns first/last epoch loss and steps."""
     from taco.compressor import collate

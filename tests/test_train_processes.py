@@ -97,15 +97,22 @@ def test_two_ranks_with_gloo_end_with_identical_parameters(tmp_path: Path) -> No
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER)
     torchrun = Path(sys.executable).with_name("torchrun")
-    out = subprocess.run(
+    proc = subprocess.Popen(
         [str(torchrun), "--standalone", "--nproc_per_node=2", str(runner), str(tmp_path)],
         cwd=tmp_path,
         env=_env(),
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=180,
+        start_new_session=True,  # so a hang can be ended with the whole process group
     )
-    assert out.returncode == 0, out.stderr[-3000:]
+    try:
+        _, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
     d0 = json.loads((tmp_path / "rank0.json").read_text())
     d1 = json.loads((tmp_path / "rank1.json").read_text())
     assert d0 == d1

@@ -97,7 +97,7 @@ def test_stage_trains_saves_and_skips(tmp_path: Path) -> None:
         "base": {"task": "code", "data_dir": str(tmp_path / "data")},
         "llm": {"model": str(lm), "device": "cpu", "dtype": "float32", "cache": False},
         "warmstart": {"epochs": 4, "batch_size": 4, "head_lr": 0.01, "lr": 1e-3},
-        "train": {"base_model": str(base), "device": "cpu", "max_seq_len": 128, "bf16": "off"},
+        "train": {"base_model": str(base), "device": "cpu", "max_seq_len": 128, "bf16": False},
     }
     params = load_params(write_params(tmp_path, sections))
     record = ws.run_warmstart(params)

@@ -145,7 +145,7 @@ def train_setup(root: Path, *, n_rows: int = 8, train: dict[str, Any] | None = N
             "prompts_per_step": 2,
             "samples_per_prompt": 3,
             "device": "cpu",
-            "bf16": "off",
+            "bf16": False,
             "max_seq_len": 128,
             "checkpoint_every": 2,
             "head_lr": 0.05,
