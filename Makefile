@@ -1,6 +1,6 @@
 # taco: every target is idempotent and bootstraps what it needs from nothing.
 #   make setup   create .venv and install the pinned stack + embedded model packages
-#   make run     run the main job on the embedded default (offline, CPU)
+#   make run     the main job on the embedded default: `dvc repro` (offline, CPU)
 #   make test    setup, then the full offline test suite
 #   make bench   speed benchmarks (print figures; compare with peers)
 SHELL := /bin/bash
@@ -36,7 +36,8 @@ $(STAMP): requirements.lock requirements-models.txt pyproject.toml
 	@touch $@
 
 run: setup
-	$(VENV)/bin/taco demo
+	$(VENV)/bin/dvc repro
+	$(VENV)/bin/dvc metrics show
 
 test: setup
 	$(PY) -m pytest -q
