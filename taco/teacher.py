@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from taco.config import Params, to_dict
+from taco.datafiles import dump_jsonl, read_jsonl, write_atomic
 from taco.llm import LLM, build_llm
 from taco.schema import Example
 from taco.tasks import TaskSpec, get_task
@@ -36,29 +35,7 @@ def read_examples(path: Path) -> list[Example]:
     """Example rows of a prepared split; a clear error when the file is missing or malformed."""
     if not path.is_file():
         raise FileNotFoundError(f"prepared split not found: {path} (run `taco prepare` first)")
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from None
-                rows.append(Example.from_dict(row, where=f"{path}:{n}"))
-    return rows
-
-
-def write_atomic(path: Path, lines: Iterable[str]) -> None:
-    """Write text lines to a temp file in the same folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return [Example.from_dict(row, where=f"{path}:{n}") for n, row in read_jsonl(path)]
 
 
 def teacher_outputs(
@@ -119,9 +96,7 @@ def run_teacher(
                 {"id": ex.id, "task": ex.task, "output": out, "context_tokens": n}
                 for ex, out, n in zip(rows, outs, lengths, strict=True)
             )
-            write_atomic(
-                dst / f"{split}.jsonl", (json.dumps(r, ensure_ascii=False) + "\n" for r in rows_out)
-            )
+            write_atomic(dst / f"{split}.jsonl", dump_jsonl(rows_out))
             failed = sum(o is None for o in outs)
             counts[split] = {"rows": len(rows), "failed": failed}
             if rows and failed / len(rows) > params.teacher.max_failed_fraction:
@@ -140,6 +115,6 @@ def run_teacher(
         "seconds": round(time.perf_counter() - started, 3),
         "metrics": llm.metrics(),
     }
-    write_atomic(dst / "meta.json", [json.dumps(meta, indent=2, ensure_ascii=False) + "\n"])
+    write_atomic(dst / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     log.info("teacher: wrote %s in %.1f s (%s)", dst, meta["seconds"], meta["metrics"])
     return meta

@@ -111,7 +111,7 @@ def test_teacher_with_the_embedded_smollm2_on_real_code(tmp_path: Path) -> None:
         for line in list(fh)[:5]:
             raw = json.loads(line)
             rows.append(Example(raw["id"], "code", raw["context"], "", (raw["reference"],)))
-    params = write_project(tmp_path, rows, {"max_new_tokens": 24}, "code")
+    params = write_project(tmp_path, rows, {"max_new_tokens": 12}, "code")
     meta = run_teacher(load_params(params))
     assert meta["llm"]["model"] == "embedded:SmolLM2-135M-Instruct.Q4_1.gguf"
     assert "in one sentence" not in meta["template"]  # this params.yaml has no override
