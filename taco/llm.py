@@ -99,7 +99,11 @@ class CachedLLM(LLM):
         return self.cache.stats
 
     def metrics(self) -> dict[str, float]:
-        return {"llm/calls": float(self.calls), **self.cache.stats.as_metrics()}
+        return {
+            **self.inner.metrics(),
+            "llm/calls": float(self.calls),
+            **self.cache.stats.as_metrics(),
+        }
 
     def _cached(
         self, kind: str, prompts: Sequence[str], extras: Sequence[Any], compute: Any

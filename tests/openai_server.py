@@ -88,9 +88,17 @@ class FakeOpenAIServer:
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass
 
+            def _leave(self) -> None:
+                """Count this request as answered (before the client can see the answer)."""
+                with owner.lock:
+                    if getattr(self, "_counted", False):
+                        owner.in_flight -= 1
+                        self._counted = False
+
             def _send(
                 self, status: int, body: bytes, headers: dict[str, str] | None = None
             ) -> None:
+                self._leave()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -104,11 +112,11 @@ class FakeOpenAIServer:
                 with owner.lock:
                     owner.in_flight += 1
                     owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+                    self._counted = True
                 try:
                     self._handle()
                 finally:
-                    with owner.lock:
-                        owner.in_flight -= 1
+                    self._leave()
 
             def _handle(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))

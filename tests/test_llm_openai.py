@@ -168,6 +168,7 @@ def test_build_llm_from_params_with_the_cache(tmp_path: Path) -> None:
         assert llm.generate(["cached prompt", "another"]) == first
         assert server.count() == 2
         assert llm.stats.hits == 2 and llm.stats.misses == 2
+        assert llm.metrics()["llm/failures"] == 0.0 and llm.metrics()["llm/calls"] == 2.0
         with pytest.raises(LLMError, match="cannot score log-likelihoods"):
             llm.loglik(["p"], ["c"])
 
