@@ -229,7 +229,7 @@ def train_supervised(
     bf16: bool | str = "auto",
 ) -> dict[str, float]:
     """Cross-entropy on keep/drop labels; returns first/last epoch loss and steps."""
-    from taco.compressor import collate
+    from taco.compressor import collate, length_buckets
 
     model = compressor.model.train()
     opt = torch.optim.AdamW(param_groups(model, p.lr, p.head_lr, 0.01))
@@ -237,11 +237,13 @@ def train_supervised(
     started = time.perf_counter()
     losses: list[float] = []
     steps = 0
+    # Length-bucketed batches (little padding), visited in a new random order each epoch.
+    buckets = length_buckets([len(r[0]) for r in rows], p.batch_size * 128, p.batch_size)
     for epoch in range(p.epochs):
-        order = torch.randperm(len(rows), generator=gen).tolist()
+        order = torch.randperm(len(buckets), generator=gen).tolist()
         epoch_loss, n = 0.0, 0
-        for i in range(0, len(order), p.batch_size):
-            batch = [rows[j] for j in order[i : i + p.batch_size]]
+        for i in order:
+            batch = [rows[j] for j in buckets[i]]
             inputs = collate([(r[0], r[1]) for r in batch], compressor.pad_id, compressor.device)
             labels = torch.full_like(inputs["input_ids"], -100)
             for b, r in enumerate(batch):
