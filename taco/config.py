@@ -414,6 +414,8 @@ class TrainParams:
     prompts_per_step: int = 4  # over all ranks
     samples_per_prompt: int = 4  # k; 1 + baseline none = the paper
     level: typing.Literal["word", "token"] = "word"  # action unit (taco/policy.py)
+    sampling: typing.Literal["bernoulli", "budget"] = "bernoulli"  # see taco/policy.py
+    rate: float | None = None  # budget sampling: share of tokens kept (null = reward.rate)
     baseline: typing.Literal["loo", "none"] = "loo"
     normalize_advantages: bool = False
     logprob: typing.Literal["sum", "mean"] = "sum"  # per-sequence log-prob reduction
@@ -437,6 +439,10 @@ class TrainParams:
         check_range("train.prompts_per_step", self.prompts_per_step, 1, 10**6)
         check_range("train.samples_per_prompt", self.samples_per_prompt, 1, 1024)
         check_range("train.entropy_coef", self.entropy_coef, 0.0, 10.0)
+        if self.rate is not None:
+            check_range("train.rate", self.rate, 0.0, 1.0, low_open=True)
+        if self.sampling == "budget" and self.level != "word":
+            raise ConfigError("train.sampling: budget sampling needs train.level: word")
         check_range("train.lr", self.lr, 0.0, 1.0, low_open=True)
         check_range("train.head_lr", self.head_lr, 0.0, 1.0, low_open=True)
         check_range("train.weight_decay", self.weight_decay, 0.0, 10.0)

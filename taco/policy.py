@@ -18,6 +18,11 @@ context tokens are concatenated, so one prompt is one sequence of actions and on
 Forced words (``force_tokens``, ``keep_digits``) are always kept and are not actions; the
 question, special tokens and padding are never actions. One encoder forward per prompt
 serves all ``k`` samples.
+
+**Sampling** (``sample`` vs ``sample_budget``): independent Bernoulli keeps (the paper; the
+kept share varies per sample and the reward's rate window has to police it), or exactly the
+inference procedure on Gumbel-perturbed word scores at a fixed token budget (every sample
+has the target rate, so the reward measures only *which* words were kept).
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from taco.compressor import Compressor, Document, forced_words, length_buckets
-from taco.reinforce import token_log_probs, word_log_probs
+from taco.compressor import Compressor, Document, forced_words, length_buckets, select_words
+from taco.reinforce import plackett_luce_log_prob, token_log_probs, word_log_probs
 from taco.text import render
 
 Level = Literal["word", "token"]
@@ -150,6 +155,46 @@ def sample(enc: Encoded, k: int, generator: torch.Generator | None = None) -> to
         n = enc.n_units(b)
         fixed[b, :n] = 1.0  # real but not an action → forced keep
     return torch.where(enc.mask.unsqueeze(1), draws, fixed.unsqueeze(1)).to(torch.uint8)
+
+
+def sample_budget(
+    enc: Encoded, k: int, rate: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k`` compressions per prompt at a fixed token budget, as inference selects words.
+
+    Each sample perturbs the word scores (logits of p(keep)) with Gumbel noise and keeps the
+    best words until ``rate`` of the prompt's encoder tokens is used (forced words first) —
+    ``select_words``, the inference rule, on noisy scores. That is sampling without
+    replacement in a Plackett–Luce model, so log π = the log-probability of picking the kept
+    words in their perturbed order. Returns actions ``(B, k, T)`` and log π ``(B, k)``
+    (with autograd). Word level only.
+    """
+    if enc.level != "word":
+        raise ValueError("budget sampling needs word-level actions (train.level: word)")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    device = enc.logp_keep.device
+    actions = torch.zeros((len(enc.docs), k, enc.mask.shape[1]), dtype=torch.uint8, device=device)
+    log_probs = []
+    for b, doc in enumerate(enc.docs):
+        al, n = doc.al, doc.al.n_words
+        scores = enc.logp_keep[b, :n] - enc.logp_drop[b, :n]
+        mask = enc.mask[b, :n]
+        idx = np.flatnonzero(mask.cpu().numpy())
+        costs = al.word_n_tokens
+        budget = math.floor(rate * al.n_tokens + 1e-9) - int(costs[enc.forced[b]].sum())
+        u = torch.rand((k, n), generator=generator, device=device).clamp(1e-12, 1 - 1e-7)
+        noisy = (scores.detach() - torch.log(-torch.log(u))).cpu().numpy()
+        row = []
+        for j in range(k):
+            chosen = idx[select_words(noisy[j, idx], costs[idx], budget)]
+            order = chosen[np.argsort(-noisy[j, chosen], kind="stable")]
+            keep = np.asarray(enc.forced[b], dtype=bool).copy()
+            keep[order] = True
+            actions[b, j, :n] = torch.as_tensor(keep, device=device)
+            row.append(plackett_luce_log_prob(scores, torch.as_tensor(order, device=device), mask))
+        log_probs.append(torch.stack(row) if row else torch.zeros(k, device=device))
+    return actions, torch.stack(log_probs)
 
 
 def word_masks(enc: Encoded, actions: torch.Tensor) -> list[list[np.ndarray]]:

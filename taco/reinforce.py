@@ -147,3 +147,20 @@ def policy_loss(
     ent = entropy.mean() if entropy.numel() else entropy.new_zeros(())
     loss = pg - entropy_coef * ent
     return loss, {"loss/policy": float(pg.detach()), "policy/entropy": float(ent.detach())}
+
+
+def plackett_luce_log_prob(
+    scores: torch.Tensor, order: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """log P of picking ``order`` (item indices, first pick first) one at a time without
+    replacement, each pick ∝ exp(score) among the ``mask``-ed items not yet picked:
+    ``Σ_j s_oj − log Σ_{i remaining} exp(s_i)``. 0 for an empty order."""
+    if order.numel() == 0:
+        return scores.sum() * 0.0
+    s = scores.float()
+    top = s.detach()[mask].max()
+    e = torch.where(mask, torch.exp(s - top), torch.zeros_like(s))
+    picked = e[order]
+    before = torch.cumsum(picked, 0) - picked  # mass already taken before each pick
+    denom = (e.sum() - before).clamp(min=torch.finfo(e.dtype).tiny)
+    return ((s[order] - top) - torch.log(denom)).sum()

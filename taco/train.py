@@ -153,7 +153,11 @@ def train_step(
             compressor, docs, level=p.level, force_tokens=p.force_tokens, keep_digits=p.keep_digits
         )
     with timer("sample_and_text"):
-        actions = policy.sample(enc, k, generator)
+        if p.sampling == "budget":
+            rate = p.rate if p.rate is not None else params.reward.rate
+            actions, logp = policy.sample_budget(enc, k, rate, generator)
+        else:
+            actions = policy.sample(enc, k, generator)
         samples = policy.build(enc, actions, keep_newlines="\n" in p.force_tokens)
         texts = [t for row in samples.texts for t in row]
         compressed = llm.count_tokens(texts) if texts else []
@@ -175,7 +179,8 @@ def train_step(
         rewards = rewards_tensor([result.rewards[i * k : (i + 1) * k] for i in range(len(rows))])
         valid = ~torch.isnan(rewards)
         adv = advantages(rewards, p.baseline, p.normalize_advantages).to(compressor.device)
-        logp = sequence_log_prob(enc.logp_keep, enc.logp_drop, actions, enc.mask, p.logprob)
+        if p.sampling == "bernoulli":
+            logp = sequence_log_prob(enc.logp_keep, enc.logp_drop, actions, enc.mask, p.logprob)
         entropy = sequence_entropy(enc.logp_keep, enc.logp_drop, enc.mask)
         loss, _ = policy_loss(logp, adv, entropy, p.entropy_coef, valid.to(compressor.device))
     scored = [r for r in result.rewards if r is not None]

@@ -150,3 +150,25 @@ def test_log_prob_gradient_reaches_the_encoder(compressor: Compressor) -> None:
     emb = compressor.model.bert.embeddings.word_embeddings.weight.grad
     assert emb is not None and emb.abs().sum() > 0
     compressor.model.zero_grad()
+
+
+def test_budget_sampling_meets_the_budget_like_inference(compressor: Compressor) -> None:
+    docs = policy.prepare(compressor, [TEXT, "Tiny text here."], [QUESTION, ""])
+    enc = policy.encode(compressor, docs, force_tokens=("\n", "Watt"))
+    actions, logp = policy.sample_budget(enc, 4, 0.5, torch.Generator().manual_seed(0))
+    assert actions.shape == (2, 4, enc.mask.shape[1]) and logp.shape == (2, 4)
+    out = policy.build(enc, actions)
+    for b, doc in enumerate(docs):
+        al = doc.al
+        budget = int(0.5 * al.n_tokens)
+        for keep in out.keep_words[b]:
+            kept = int(al.word_n_tokens[keep].sum())
+            assert budget - int(al.word_n_tokens.max()) < kept <= max(budget, 0) or b == 1
+            assert keep[enc.forced[b]].all()
+    assert len({t for t in out.texts[0]}) > 1  # noisy scores → different picks
+    assert torch.isfinite(logp).all() and (logp <= 0).all()
+    logp.sum().backward()
+    assert compressor.model.classifier.weight.grad is not None
+    compressor.model.zero_grad()
+    with pytest.raises(ValueError, match="word-level"):
+        policy.sample_budget(policy.encode(compressor, docs, level="token"), 2, 0.5)

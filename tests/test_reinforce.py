@@ -118,3 +118,21 @@ def test_entropy_bonus_gradient_pushes_towards_half() -> None:
     loss.backward()
     assert logits.grad is not None
     assert logits.grad[0, 0, 1].item() > 0  # gradient descent lowers the keep logit
+
+
+def test_plackett_luce_log_prob_by_hand() -> None:
+    s = torch.tensor([math.log(1.0), math.log(2.0), math.log(3.0), 50.0], requires_grad=True)
+    mask = torch.tensor([True, True, True, False])  # item 3 is not an action
+    lp = rf.plackett_luce_log_prob(s, torch.tensor([2, 0]), mask)
+    assert lp.item() == pytest.approx(math.log(3 / 6) + math.log(1 / 3))
+    lp.backward()
+    assert s.grad is not None and s.grad[3].item() == 0.0
+    # all orders of 2 out of 3 items: probabilities sum to 1
+    total = sum(
+        math.exp(rf.plackett_luce_log_prob(s.detach(), torch.tensor([a, b]), mask).item())
+        for a in range(3)
+        for b in range(3)
+        if a != b
+    )
+    assert total == pytest.approx(1.0)
+    assert rf.plackett_luce_log_prob(s, torch.tensor([], dtype=torch.long), mask).item() == 0.0

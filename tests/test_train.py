@@ -175,3 +175,11 @@ def test_an_llm_endpoint_failing_20_percent_of_calls(tmp_path: Path) -> None:
     assert record["steps"] == 3 and failed > 0
     assert 0.05 < sum(share) / len(share) < 0.4
     assert sum(share) * 16 == pytest.approx(failed)  # every failed call, and only those
+
+
+def test_budget_sampling_trains_at_the_target_rate(tmp_path: Path) -> None:
+    params = load_params(train_setup(tmp_path, train={"steps": 2, "sampling": "budget"}))
+    record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+    assert record["steps"] == 2
+    rates = [v for _, v in _tsv(tr.paths(params, tmp_path)["reports"], "compression/rate")]
+    assert all(0.3 < r < 0.7 for r in rates)  # encoder-token budget, counted in characters
