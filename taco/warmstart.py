@@ -87,10 +87,21 @@ def word_information(al: Alignment, per_char: np.ndarray) -> np.ndarray:
     return cum[al.word_end] - cum[al.word_start]
 
 
-def budget_labels(al: Alignment, scores: np.ndarray, rate: float) -> np.ndarray:
-    """Keep the best words per encoder token until ``rate`` of the tokens (word mask)."""
+def budget_labels(
+    al: Alignment, scores: np.ndarray, rate: float, position_bias: float = 0.0
+) -> np.ndarray:
+    """Keep the best words per encoder token until ``rate`` of the tokens (word mask).
+
+    With ``position_bias`` λ > 0 a word's rank mixes its score percentile with how early it
+    comes: ``(1-λ)·pct(score/token) + λ·(1 - position/n)`` (λ = 1 is truncation).
+    """
     budget = math.floor(rate * al.n_tokens + 1e-9)
-    return select_words(scores / al.word_n_tokens, al.word_n_tokens, budget)
+    density = scores / al.word_n_tokens
+    if position_bias > 0 and al.n_words > 1:
+        pct = np.argsort(np.argsort(density, kind="stable"), kind="stable") / (al.n_words - 1)
+        early = 1.0 - np.arange(al.n_words) / (al.n_words - 1)
+        density = (1.0 - position_bias) * pct + position_bias * early
+    return select_words(density, al.word_n_tokens, budget)
 
 
 @torch.inference_mode()
@@ -123,14 +134,14 @@ def lm_surprisal(model: Any, tokenizer: Any, texts: Sequence[str]) -> list[tuple
 
 
 def self_information_labels(
-    llm: Any, alignments: Sequence[Alignment], rate: float
+    llm: Any, alignments: Sequence[Alignment], rate: float, position_bias: float = 0.0
 ) -> list[np.ndarray]:
     """Word keep labels from a local causal LM's surprisal (``llm`` has ``model``/``tokenizer``)."""
     stats = lm_surprisal(llm.model, llm.tokenizer, [al.text for al in alignments])
     labels = []
     for al, (offsets, s) in zip(alignments, stats, strict=True):
         info = word_information(al, char_surprisal(al.text, offsets, s))
-        labels.append(budget_labels(al, info, rate))
+        labels.append(budget_labels(al, info, rate, position_bias))
     return labels
 
 
@@ -320,7 +331,7 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
 
         source = params.llm.model if params.llm.backend == "local" else None
         lm = LocalLLM.from_source(source, device=params.llm.device, dtype=params.llm.dtype)
-        labels: list[np.ndarray | None] = list(self_information_labels(lm, als, p.rate))
+        labels: list[np.ndarray | None] = list(self_information_labels(lm, als, p.rate, p.position_bias))
         del lm
     else:
         from taco.llm import build_llm

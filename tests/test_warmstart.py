@@ -125,3 +125,12 @@ def test_stage_with_no_rows_says_so(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="no training rows"):
         ws.run_warmstart(params)
+
+
+def test_position_bias_moves_labels_towards_the_start(tokenizer) -> None:
+    al = align("alpha beta gamma delta", tokenizer)
+    info = np.array([0.0, 1.0, 2.0, 3.0])  # later words more surprising
+    assert ws.budget_labels(al, info, 0.5).tolist() == [False, False, True, True]
+    assert ws.budget_labels(al, info, 0.5, position_bias=1.0).tolist() == [True, True, False, False]
+    mixed = ws.budget_labels(al, info, 0.5, position_bias=0.6)  # mixed: .6, .53, .47, .4
+    assert mixed.tolist() == [True, True, False, False]
