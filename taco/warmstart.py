@@ -331,7 +331,9 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
 
         source = params.llm.model if params.llm.backend == "local" else None
         lm = LocalLLM.from_source(source, device=params.llm.device, dtype=params.llm.dtype)
-        labels: list[np.ndarray | None] = list(self_information_labels(lm, als, p.rate, p.position_bias))
+        labels: list[np.ndarray | None] = list(
+            self_information_labels(lm, als, p.rate, p.position_bias)
+        )
         del lm
     else:
         from taco.llm import build_llm
