@@ -105,31 +105,48 @@ def budget_labels(
 
 
 @torch.inference_mode()
-def lm_surprisal(model: Any, tokenizer: Any, texts: Sequence[str]) -> list[tuple[Any, Any]]:
-    """(offsets, surprisal in nats) of every LM token of each text (first token: the mean)."""
-    out = []
+def lm_surprisal(
+    model: Any, tokenizer: Any, texts: Sequence[str], batch_tokens: int = 2048
+) -> list[tuple[Any, Any]]:
+    """(offsets, surprisal in nats) of every LM token of each text (first token without a
+    BOS: the text's mean). Length-sorted, right-padded batches of about ``batch_tokens``."""
+    from taco.compressor import length_buckets
+
     device = next(model.parameters()).device
     bos = tokenizer.bos_token_id
-    for text in texts:
-        enc = tokenizer(
-            text,
+    prefix = [bos] if bos is not None else []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encs = [
+        tokenizer(
+            t,
             add_special_tokens=False,
             return_offsets_mapping=True,
             truncation=True,
             max_length=MAX_LM_TOKENS,
         )
-        ids = list(enc["input_ids"])
-        offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
-        if not ids:
-            out.append((offsets, np.zeros(0)))
-            continue
-        prefix = [bos] if bos is not None else []
-        x = torch.tensor([prefix + ids], device=device)
-        logp = torch.log_softmax(model(input_ids=x).logits[0, :-1].float(), -1)
-        s = -logp.gather(-1, x[0, 1:].unsqueeze(-1)).squeeze(-1).cpu().numpy()
-        if not prefix:  # the first token has no context: give it the mean
-            s = np.concatenate([[s.mean() if s.size else 0.0], s])
-        out.append((offsets, s.astype(np.float64)))
+        for t in texts
+    ]
+    seqs = [prefix + list(e["input_ids"]) for e in encs]
+    out: list[tuple[Any, Any]] = [
+        (np.asarray(e["offset_mapping"], dtype=np.int64).reshape(-1, 2), np.zeros(0)) for e in encs
+    ]
+    todo = [i for i, e in enumerate(encs) if e["input_ids"]]
+    for batch in length_buckets([len(seqs[i]) for i in todo], batch_tokens, 64):
+        rows = [todo[j] for j in batch]
+        width = max(len(seqs[i]) for i in rows)
+        x = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            x[r, : len(seqs[i])] = torch.tensor(seqs[i])
+            mask[r, : len(seqs[i])] = 1
+        x, mask = x.to(device), mask.to(device)
+        logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()
+        lp = logits.gather(-1, x[:, 1:].unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        for r, i in enumerate(rows):
+            s = -lp[r, : len(seqs[i]) - 1].cpu().numpy().astype(np.float64)
+            if not prefix:  # the first token has no context: give it the mean
+                s = np.concatenate([[s.mean() if s.size else 0.0], s])
+            out[i] = (out[i][0], s)
     return out
 
 

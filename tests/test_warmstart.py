@@ -134,3 +134,16 @@ def test_position_bias_moves_labels_towards_the_start(tokenizer) -> None:
     assert ws.budget_labels(al, info, 0.5, position_bias=1.0).tolist() == [True, True, False, False]
     mixed = ws.budget_labels(al, info, 0.5, position_bias=0.6)  # mixed: .6, .53, .47, .4
     assert mixed.tolist() == [True, True, False, False]
+
+
+def test_batched_surprisal_equals_one_text_at_a_time(tmp_path: Path) -> None:
+    from taco.llm_local import LocalLLM
+
+    lm = LocalLLM.from_source(str(tiny_causal_lm_folder(tmp_path / "lm")), device="cpu")
+    texts = ["The quick brown fox.", "def add(a, b):\n    return a + b", "", "Paris is big."]
+    together = ws.lm_surprisal(lm.model, lm.tokenizer, texts)
+    alone = [ws.lm_surprisal(lm.model, lm.tokenizer, [t])[0] for t in texts]
+    for (o1, s1), (o2, s2) in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_allclose(s1, s2, rtol=1e-4, atol=1e-4)
+    assert together[2][1].size == 0 and together[0][1].size == together[0][0].shape[0]
