@@ -434,6 +434,8 @@ class TrainParams:
     keep_digits: bool = False
     max_rows: int | None = None  # training rows used (null = all)
     checkpoint_every: int = 20
+    eval_every: int = 10  # steps between validation rewards of the deployed (greedy) policy
+    eval_rows: int = 32  # first N val rows with a teacher output (0 = no validation)
     max_bad_steps: int = 5  # NaN/inf losses tolerated (skipped) before the run stops
 
     def validate(self) -> None:
@@ -452,6 +454,8 @@ class TrainParams:
         check_range("train.grad_clip", self.grad_clip, 0.0, 10**6, low_open=True)
         check_range("train.max_seq_len", self.max_seq_len, 16, 1_000_000)
         check_range("train.checkpoint_every", self.checkpoint_every, 1, 10**9)
+        check_range("train.eval_every", self.eval_every, 1, 10**9)
+        check_range("train.eval_rows", self.eval_rows, 0, 10**6)
         check_range("train.max_bad_steps", self.max_bad_steps, 0, 10**9)
         if self.max_rows is not None:
             check_range("train.max_rows", self.max_rows, 1, 10**9)

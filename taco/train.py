@@ -201,6 +201,42 @@ def train_step(
     return loss, sums
 
 
+def validation_reward(
+    compressor: Compressor, rows: Sequence[TrainRow], *, llm: Any, task: Any, params: Params
+) -> float:
+    """Mean reward of what inference would deploy: ``Compressor.compress`` at the target
+    rate (greedy, budgeted), on fixed validation rows — a learning curve free of sampling
+    and batch-composition noise."""
+    from taco.rewards import compute_rewards
+
+    p: TrainParams = params.train
+    rate = p.rate if p.rate is not None else params.reward.rate
+    with torch.inference_mode(), autocast(compressor.device, p.bf16):
+        results = compressor.compress_many(
+            [r.example.context for r in rows],
+            rate=rate,
+            force_tokens=p.force_tokens,
+            keep_digits=p.keep_digits,
+            questions=[r.example.question for r in rows],
+        )
+    texts = [r.compressed_prompt for r in results]
+    result = compute_rewards(
+        params.reward.name,
+        llm,
+        task,
+        compressed_contexts=texts,
+        questions=[r.example.question for r in rows],
+        original_tokens=[r.context_tokens for r in rows],
+        compressed_tokens=llm.count_tokens(texts),
+        teacher_outputs=[r.teacher for r in rows],
+        references=[r.example.references for r in rows],
+        params=params.reward,
+        max_new_tokens=params.llm.max_new_tokens,
+    )
+    scored = [x for x in result.rewards if x is not None]
+    return sum(scored) / len(scored) if scored else math.nan
+
+
 def step_metrics(sums: dict[str, float], llm: Any, seconds: float) -> dict[str, float]:
     """The logged metrics of one step from summed counters (all ranks)."""
     n = max(sums["samples"], 1.0)
@@ -284,6 +320,13 @@ def train(
         if ranks.main:
             log.info("resuming from step %d (%s)", first, where["checkpoints"])
     llm = llm or build_llm(params.llm)
+    val_rows: list[TrainRow] = []
+    if ranks.main and p.eval_rows:
+        try:
+            val_rows = load_rows(params, root, "val")[: p.eval_rows]
+        except (FileNotFoundError, TrainError) as exc:
+            log.warning("no validation rewards: %s", exc)
+    val_curve: list[tuple[int, float]] = []
     live = (
         _open_live(where["reports"], first if state is not None else None) if ranks.main else None
     )
@@ -337,6 +380,11 @@ def train(
         metrics["train/bad_steps"] = float(bad_steps)
         metrics["train/lr_head"] = scheduler.get_last_lr()[-1]
         metrics.update({f"perf/{k}_s": v for k, v in timer.seconds.items()})
+        if val_rows and step % p.eval_every == 0:
+            metrics["reward/val"] = validation_reward(
+                compressor, val_rows, llm=llm, task=task, params=params
+            )  # the policy before this step's update
+            val_curve.append((step, metrics["reward/val"]))
         history.append(metrics)
         if live is not None:
             for name, value in metrics.items():
@@ -369,6 +417,12 @@ def train(
                     },
                 )
     bar.close()
+    if val_rows:
+        final = validation_reward(compressor, val_rows, llm=llm, task=task, params=params)
+        val_curve.append((p.steps, final))
+        if live is not None:
+            live.log_metric("reward/val", final)
+            live.next_step()
     record = {
         "config": config,
         "start_model": start or "embedded:all-MiniLM-L6-v2",
@@ -381,6 +435,7 @@ def train(
         "seconds": round(time.perf_counter() - started, 2),
         "first_steps": _window(history, head=True),
         "last_steps": _window(history, head=False),
+        "val_rewards": [[s, round(v, 5)] for s, v in val_curve],
         "fingerprint": fingerprint,
         "weights_sha256": weights_digest(model),
     }

@@ -41,14 +41,15 @@ class TrainRow:
     context_tokens: int
 
 
-def load_rows(params: Params, root: Path = Path(".")) -> list[TrainRow]:
-    """Prepared train rows joined with their teacher outputs (rows without one are dropped)."""
+def load_rows(params: Params, root: Path = Path("."), split_name: str = "train") -> list[TrainRow]:
+    """Prepared rows of a split joined with their teacher outputs (rows without one are
+    dropped); ``train.max_rows`` caps the train split."""
     from taco.teacher import read_examples
 
     data = root / params.base.data_dir
     task = params.base.task
-    split = data / "prepared" / task / "train.jsonl"
-    teacher = data / "teacher" / task / "train.jsonl"
+    split = data / "prepared" / task / f"{split_name}.jsonl"
+    teacher = data / "teacher" / task / f"{split_name}.jsonl"
     examples = read_examples(split)
     if not teacher.is_file():
         raise FileNotFoundError(f"teacher outputs not found: {teacher} (run `taco teacher`)")
@@ -66,7 +67,7 @@ def load_rows(params: Params, root: Path = Path(".")) -> list[TrainRow]:
         for ex in examples
         if ex.id in outputs and outputs[ex.id][0]
     ]
-    if params.train.max_rows is not None:
+    if params.train.max_rows is not None and split_name == "train":
         rows = rows[: params.train.max_rows]
     if not rows:
         raise TrainError(

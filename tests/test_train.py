@@ -183,3 +183,19 @@ def test_budget_sampling_trains_at_the_target_rate(tmp_path: Path) -> None:
     assert record["steps"] == 2
     rates = [v for _, v in _tsv(tr.paths(params, tmp_path)["reports"], "compression/rate")]
     assert all(0.3 < r < 0.7 for r in rates)  # encoder-token budget, counted in characters
+
+
+def test_validation_reward_of_the_deployed_policy_is_logged(tmp_path: Path) -> None:
+    from train_helpers import write_prepared, write_teacher
+
+    params = load_params(train_setup(tmp_path, train={"eval_every": 2, "eval_rows": 3}))
+    val = write_prepared(tmp_path, "code", 20, split="val")[-5:]
+    (tmp_path / "data/prepared/code/val.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in val)
+    )
+    write_teacher(tmp_path, "code", val, FakeLLM(), split="val")
+    record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+    curve = _tsv(tr.paths(params, tmp_path)["reports"], "reward/val")
+    assert [s for s, _ in curve] == [0, 2, 4]
+    assert [s for s, _ in record["val_rewards"]] == [0, 2, 4]
+    assert all(0 < v <= 1 for _, v in curve)

@@ -114,9 +114,11 @@ class FakeLLM:
         return {"llm/calls": float(self.calls), "llm/cache_hit_rate": 0.0}
 
 
-def write_teacher(root: Path, task: str, rows: list[dict[str, Any]], llm: Any) -> None:
-    """Teacher rows for the prepared train split: the first reference as the teacher output."""
-    out = root / "data" / "teacher" / task / "train.jsonl"
+def write_teacher(
+    root: Path, task: str, rows: list[dict[str, Any]], llm: Any, split: str = "train"
+) -> None:
+    """Teacher rows for a prepared split: the first reference as the teacher output."""
+    out = root / "data" / "teacher" / task / f"{split}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     counts = llm.count_tokens([r["context"] for r in rows])
     out.write_text(
