@@ -383,7 +383,7 @@ class WarmstartParams:
 
     teacher: typing.Literal["self_information", "llm"] = "self_information"
     rate: float = 0.5  # share of context tokens labelled keep (self_information)
-    position_bias: float = 0.0  # self_information: 0 = pure surprisal .. 1 = keep the start
+    position_bias: float = 0.7  # self_information: 0 = pure surprisal .. 1 = keep the start
     max_examples: int = 256  # training rows labelled (first N of the train split)
     epochs: int = 2
     batch_size: int = 16
@@ -416,14 +416,14 @@ class TrainParams:
     prompts_per_step: int = 4  # over all ranks
     samples_per_prompt: int = 4  # k; 1 + baseline none = the paper
     level: typing.Literal["word", "token"] = "word"  # action unit (taco/policy.py)
-    sampling: typing.Literal["bernoulli", "budget"] = "bernoulli"  # see taco/policy.py
+    sampling: typing.Literal["bernoulli", "budget"] = "budget"  # see taco/policy.py
     rate: float | None = None  # budget sampling: share of tokens kept (null = reward.rate)
     baseline: typing.Literal["loo", "none"] = "loo"
     normalize_advantages: bool = False
     logprob: typing.Literal["sum", "mean"] = "sum"  # per-sequence log-prob reduction
     entropy_coef: float = 0.01
-    lr: float = 3e-5  # encoder
-    head_lr: float = 1e-3  # keep/drop head
+    lr: float = 1e-5  # encoder
+    head_lr: float = 1e-4  # keep/drop head (1e-3 for a fresh, not warm-started head)
     weight_decay: float = 0.01
     warmup_steps: int = 0
     grad_clip: float = 1.0

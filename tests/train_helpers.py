@@ -151,6 +151,7 @@ def train_setup(root: Path, *, n_rows: int = 8, train: dict[str, Any] | None = N
             "max_seq_len": 128,
             "checkpoint_every": 2,
             "head_lr": 0.05,
+            "sampling": "bernoulli",
             **(train or {}),
         },
     }
