@@ -39,7 +39,7 @@ YAML
 T0=$(date +%s)
 "$PY" -m taco ingest --params "$PARAMS"
 "$PY" -m taco prepare --params "$PARAMS"
-"$PY" -m taco teacher --params "$PARAMS" --split train
+"$PY" -m taco teacher --params "$PARAMS" --split train --split val
 "$PY" -m taco warmstart --params "$PARAMS"
 "$PY" -m taco train --params "$PARAMS" --no-progress
 "$PY" - "$OUT/data/models/taco/taco_run.json" "$(( $(date +%s) - T0 ))" <<'PY'
@@ -49,5 +49,6 @@ print("gpu_check:", json.dumps({
     "steps": run["steps"], "steps_per_s": run["steps_per_s"],
     "samples_per_s": run["samples_per_s"], "peak_gpu_memory_gib": run.get("peak_gpu_memory_gib"),
     "train_seconds": run["seconds"], "pipeline_seconds": int(sys.argv[2]),
-    "reward_first_10": run["first_steps"], "reward_last_10": run["last_steps"]}, indent=1))
+    "first_10_steps": run["first_steps"], "last_10_steps": run["last_steps"],
+    "val_rewards": run["val_rewards"]}, indent=1))
 PY
