@@ -58,7 +58,7 @@ from taco.train_state import (
     sync_gradients,
     weights_digest,
 )
-from taco.warmstart import autocast, is_compressor, param_groups
+from taco.warmstart import adamw, autocast, freeze_word_embeddings, is_compressor
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,9 @@ def train(
     compressor = Compressor.from_pretrained(start, device=str(device), max_seq_len=p.max_seq_len)
     model = compressor.model  # eval mode: no dropout, so sampling and log-probs agree
     broadcast_parameters(model, ranks)
-    optimizer = torch.optim.AdamW(param_groups(model, p.lr, p.head_lr, p.weight_decay))
+    if p.freeze_embeddings:
+        freeze_word_embeddings(model)
+    optimizer = adamw(model, p.lr, p.head_lr, p.weight_decay)
     scheduler = cosine_schedule(optimizer, p)
     generator = torch.Generator(device=device).manual_seed(params.base.seed * 1000 + ranks.rank)
     first, bad_steps = 0, 0

@@ -239,14 +239,29 @@ def autocast(device: torch.device, mode: bool | str = "auto") -> Any:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
 
 
-def param_groups(model: torch.nn.Module, lr: float, head_lr: float, wd: float) -> list[dict]:
-    """AdamW groups: the encoder at ``lr``, the keep/drop head (``classifier``) at ``head_lr``."""
-    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
-    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
-    return [
-        {"params": body, "lr": lr, "weight_decay": wd},
-        {"params": head, "lr": head_lr, "weight_decay": 0.0},
-    ]
+def adamw(model: torch.nn.Module, lr: float, head_lr: float, wd: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters: the encoder at ``lr``, the keep/drop head
+    (``classifier``) at ``head_lr``; the fused kernel where torch has it (≈6× faster steps
+    on a CPU than the per-tensor loop)."""
+    named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
+    groups = [
+        {"params": [q for n, q in named if not n.startswith("classifier")], "lr": lr,
+         "weight_decay": wd},
+        {"params": [q for n, q in named if n.startswith("classifier")], "lr": head_lr,
+         "weight_decay": 0.0},
+    ]  # fmt: skip
+    try:
+        return torch.optim.AdamW(groups, fused=True)
+    except (RuntimeError, TypeError):  # older torch or an unsupported device
+        return torch.optim.AdamW(groups)
+
+
+def freeze_word_embeddings(model: torch.nn.Module) -> int:
+    """Stop training the input word embeddings (half of MiniLM's weights, rarely worth an
+    RL update); returns how many parameters were frozen."""
+    emb = model.get_input_embeddings()
+    emb.weight.requires_grad_(False)
+    return int(emb.weight.numel())
 
 
 def train_supervised(
@@ -260,7 +275,7 @@ def train_supervised(
     from taco.compressor import collate, length_buckets
 
     model = compressor.model.train()
-    opt = torch.optim.AdamW(param_groups(model, p.lr, p.head_lr, 0.01))
+    opt = adamw(model, p.lr, p.head_lr, 0.01)
     gen = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     losses: list[float] = []
