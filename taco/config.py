@@ -41,7 +41,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}"
+        )
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
@@ -126,12 +128,16 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def check_range(where: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+def check_range(
+    where: str, value: float, low: float, high: float, *, low_open: bool = False
+) -> None:
     """Raise ConfigError unless ``low (<|<=) value <= high``; the message names the range."""
     ok = (value > low if low_open else value >= low) and value <= high
     if not ok:
         bracket = "(" if low_open else "["
-        raise ConfigError(f"{where}: {value!r} is outside the allowed range {bracket}{low}, {high}]")
+        raise ConfigError(
+            f"{where}: {value!r} is outside the allowed range {bracket}{low}, {high}]"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -146,22 +152,6 @@ class BaseParams:
     seed: int = 0
     task: str = "code"
     data_dir: Path = Path("data")
-
-
-@dataclasses.dataclass(frozen=True)
-class CompressParams:
-    """Inference defaults for `taco compress` and the served compressor."""
-
-    model: str | None = None
-    rate: float = 0.5
-    force_tokens: tuple[str, ...] = ("\n",)
-    keep_digits: bool = False
-    dtype: typing.Literal["float32", "bfloat16", "auto"] = "float32"
-    max_seq_len: int = 512
-
-    def validate(self) -> None:
-        check_range("compress.rate", self.rate, 0.0, 1.0, low_open=True)
-        check_range("compress.max_seq_len", self.max_seq_len, 16, 1_000_000)
 
 
 # --- data stages (ingest / prepare / validate): owned by the data engineer -------------
@@ -464,7 +454,6 @@ class TrainParams:
 
 SECTIONS: dict[str, type] = {
     "base": BaseParams,
-    "compress": CompressParams,
     "ingest": IngestParams,
     "prepare": PrepareParams,
     "validate": ValidateParams,
