@@ -31,7 +31,7 @@ def test_shipped_overlays_validate(tmp_path: Path, name: str) -> None:
     overlay = yaml.safe_load((ROOT / "configs" / name).read_text())
     for key, value in overlay["train"].items():
         assert getattr(params.train, key) == value
-    assert params.compress == load_params(ROOT / "params.yaml").compress  # untouched sections
+    assert params.validate == load_params(ROOT / "params.yaml").validate  # untouched sections
 
 
 def test_bad_overlay_is_rejected_and_nothing_written(tmp_path: Path) -> None:
