@@ -82,7 +82,7 @@ def main() -> int:
         texts = []
         for d, s in zip(docs, per_doc, strict=True):
             budget = math.floor(args.rate * d.al.n_tokens + 1e-9)
-            texts.append(render(d.al, select_words(s, d.al.word_n_tokens, budget))[0])
+            texts.append(render(d.al, select_words(s, d.al.word_n_tokens, budget)))
         prompts = [task.prompt(t, e.question) for t, e in zip(texts, examples, strict=True)]
         outs = llm.generate(prompts, params.llm.max_new_tokens)
         lls = llm.loglik(prompts, ys) if hasattr(llm, "loglik") else [math.nan] * len(ys)

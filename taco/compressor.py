@@ -356,7 +356,7 @@ class Compressor:
         budget = token_budget(origin, rate, target_tokens)
         scores = word_scores(token_probs, al) + 2.0 * forced_words(al, force, keep_digits)
         keep = select_words(scores, costs, budget)
-        text, _ = render(al, keep, keep_newlines=keep_newlines)
+        text = render(al, keep, keep_newlines=keep_newlines)
         count = self._count(text)
         # Counters need not be additive over words (e.g. BPE merges, newline tokens):
         # drop the lowest-ranked kept words until the rebuilt text fits the budget.
@@ -369,7 +369,7 @@ class Compressor:
                 dropped += max(int(costs[w]), 1)
                 if dropped >= excess:
                     break
-            text, _ = render(al, keep, keep_newlines=keep_newlines)
+            text = render(al, keep, keep_newlines=keep_newlines)
             count = self._count(text)
         idx = np.flatnonzero(keep)
         spans = tuple(zip(al.word_start[idx].tolist(), al.word_end[idx].tolist(), strict=True))
@@ -380,7 +380,7 @@ class Compressor:
                     al,
                     keep & (al.word_start >= lo) & (al.word_end <= hi),
                     keep_newlines=keep_newlines,
-                )[0]
+                )
                 for lo, hi in segments
             )
             text = "\n\n".join(parts)

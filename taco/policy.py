@@ -228,7 +228,7 @@ def build(
     texts, shares = [], []
     for doc, row in zip(enc.docs, masks, strict=True):
         al = doc.al
-        texts.append([render(al, keep, keep_newlines=keep_newlines)[0] for keep in row])
+        texts.append([render(al, keep, keep_newlines=keep_newlines) for keep in row])
         total = max(al.n_tokens, 1)
         shares.append([float(al.word_n_tokens[keep].sum()) / total for keep in row])
     return Samples(actions, masks, texts, shares)

@@ -200,17 +200,17 @@ def line_indent(text: str, pos: int) -> str:
     return _INDENT.match(text, line_start).group(0)
 
 
-def render(al: Alignment, keep: np.ndarray, *, keep_newlines: bool = True) -> tuple[str, list[int]]:
+def render(al: Alignment, keep: np.ndarray, *, keep_newlines: bool = True) -> str:
     """Rebuild text from the kept words (boolean mask over words).
 
     Neighbouring kept words are joined by their original gap; where words were dropped in
     between, by one space, or (``keep_newlines``) by the line breaks of the dropped stretch
     (at most as many as the largest original gap held) plus the indentation of the next
-    word's line. Returns the text and the character start of each kept word in it.
+    word's line.
     """
     idx = np.flatnonzero(keep)
     if idx.size == 0:
-        return "", []
+        return ""
     text = al.text
     ws, we = al.word_start[idx], al.word_end[idx]
     nl = al.newline_cum
@@ -227,8 +227,6 @@ def render(al: Alignment, keep: np.ndarray, *, keep_newlines: bool = True) -> tu
         else []
     )
     pieces: list[str] = []
-    positions: list[int] = []
-    length = 0
     ws_l, we_l, adj_l = ws.tolist(), we.tolist(), adjacent.tolist()
     for j, (s, e) in enumerate(zip(ws_l, we_l, strict=True)):
         if j == 0:
@@ -242,11 +240,8 @@ def render(al: Alignment, keep: np.ndarray, *, keep_newlines: bool = True) -> tu
         else:
             sep = " "
         pieces.append(sep)
-        length += len(sep)
-        positions.append(length)
         pieces.append(text[s:e])
-        length += e - s
-    return "".join(pieces), positions
+    return "".join(pieces)
 
 
 def special_layout(tokenizer: Any) -> SpecialLayout:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import shared_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,11 +25,6 @@ from taco.data import (
 from taco.datafiles import DataFileError, words
 from taco.schema import Example, SchemaError
 from taco.sources import ingest, load_shared
-
-try:  # tests/ as a package or as a plain folder on sys.path
-    from tests.conftest import shared_data
-except ImportError:  # pragma: no cover
-    from conftest import shared_data  # type: ignore[no-redef]
 
 
 def ex(

@@ -6,14 +6,12 @@ import functools
 import gzip
 import http.server
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+from conftest import run_taco, shared_data
 
 from taco.config import ConfigError, IngestParams, from_mapping, load_params
 from taco.datafiles import DataFileError
@@ -29,11 +27,6 @@ from taco.sources import (
     load_squad,
     load_table,
 )
-
-try:  # tests/ as a package or as a plain folder on sys.path
-    from tests.conftest import shared_data
-except ImportError:  # pragma: no cover
-    from conftest import shared_data  # type: ignore[no-redef]
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 
@@ -181,15 +174,7 @@ def test_cli_reports_a_bad_source_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(
         f"base: {{task: qa}}\ningest: {{format: shared, path: {FIXTURES / 'malformed.jsonl'}}}\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run(
-        [sys.executable, "-m", "taco", "ingest"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = run_taco("ingest", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"taco: error: {FIXTURES / 'malformed.jsonl'}:2: malformed JSON (Expecting ',' delimiter)"

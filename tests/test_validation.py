@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import run_taco, shared_data
 
 from taco.config import load_params
 from taco.data import prepare
 from taco.sources import ingest
 from taco.validation import summary, validate
-
-try:  # tests/ as a package or as a plain folder on sys.path
-    from tests.conftest import shared_data
-except ImportError:  # pragma: no cover
-    from conftest import shared_data  # type: ignore[no-redef]
 
 SPLITS = ("train", "val", "test")
 
@@ -174,15 +167,7 @@ def test_cli_exits_non_zero_with_a_summary_and_keeps_the_data(project: Path) -> 
     _empty_context(rows)
     _write(project, "val", rows)
     before = {p.name: p.read_bytes() for p in (project / "data" / "prepared" / "qa").iterdir()}
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run(
-        [sys.executable, "-m", "taco", "validate"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = run_taco("validate", cwd=project)
     assert proc.returncode == 1
     lines = [x for x in proc.stderr.splitlines() if x.startswith("taco: validation failed")]
     assert len(lines) == 1
