@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -34,6 +35,12 @@ def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float,
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def question_overlap(words: list[str], question: str) -> np.ndarray:
+    """A retrieval baseline: 1 for context words (3+ letters) that occur in the question."""
+    q = {w.lower() for w in re.findall(r"\w{3,}", question)}
+    return np.array([float(w.lower() in q) for w in words])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
@@ -41,10 +48,16 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=0.5)
     ap.add_argument("--limit", type=int, default=None, help="first N test rows")
     ap.add_argument("--json", default=None, help="write the table here too")
+    ap.add_argument(
+        "--unit",
+        choices=["word", "sentence", "line"],
+        default=None,
+        help="selection unit of the models (default: each model's own) and of the overlap baseline",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from taco.compressor import Compressor, select_words, word_scores
+    from taco.compressor import Compressor, ranking_scores, select_words, word_scores
     from taco.config import load_params
     from taco.llm import build_llm
     from taco.metrics import rouge_l, sentence_bleu
@@ -66,16 +79,25 @@ def main() -> int:
     base = Compressor.from_pretrained(next(iter(models.values()), None), device="cpu")
     docs = [base.prepare(e.context, e.question) for e in examples]
     rng = np.random.default_rng(params.base.seed)
+    unit = args.unit or "sentence"
     scores: dict[str, list[np.ndarray]] = {
         "truncation": [-np.arange(d.al.n_words, dtype=float) for d in docs],
         "random": [rng.random(d.al.n_words) for d in docs],
     }
+    if any(e.question for e in examples):
+        scores["q_overlap"] = [
+            ranking_scores(question_overlap(d.al.words(), e.question), d.al, unit)
+            for d, e in zip(docs, examples, strict=True)
+        ]
     for name, path in models.items():
-        comp = Compressor.from_pretrained(path, device="cpu")
+        comp = Compressor.from_pretrained(path, device="cpu", unit=args.unit)
         probs = comp.token_probabilities(
             [e.context for e in examples], [e.question for e in examples]
         )
-        scores[name] = [word_scores(p, d.al) for p, d in zip(probs, docs, strict=True)]
+        scores[name] = [
+            ranking_scores(word_scores(p, d.al), d.al, comp.unit)
+            for p, d in zip(probs, docs, strict=True)
+        ]
     ys = [teacher[e.id] for e in examples]
     results: dict[str, dict[str, np.ndarray]] = {}
     for name, per_doc in scores.items():

@@ -34,15 +34,26 @@ from taco.selection import (
     count_many,
     forced_words,
     select_words,
+    span_keys,
     tiktoken_counter,
     token_budget,
     word_scores,
 )
-from taco.text import Alignment, SpecialLayout, align, chunk_spans, render, special_layout
+from taco.text import (
+    UNITS,
+    Alignment,
+    SpecialLayout,
+    align,
+    chunk_spans,
+    render,
+    span_ids,
+    special_layout,
+)
 
 log = logging.getLogger(__name__)
 
 DType = Literal["float32", "bfloat16", "auto"]
+UNIT_KEY = "taco_unit"  # config.json key: the selection unit the compressor was trained for
 MAX_QUESTION_SHARE = 0.5  # a question may take at most half of an encoder window
 
 
@@ -120,6 +131,7 @@ class Compressor:
         batch_tokens: int = 8192,
         batch_rows: int = 16,
         name: str = "",
+        unit: str | None = None,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.dtype = resolve_dtype(dtype, self.device)
@@ -140,6 +152,7 @@ class Compressor:
         self.keep_index = keep_label_index(model.config)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else 0
+        self.unit = _check_unit(unit or getattr(model.config, UNIT_KEY, "word"))
 
     # ------------------------------------------------------------------ loading / saving
 
@@ -152,9 +165,12 @@ class Compressor:
         dtype: DType = "float32",
         token_counter: TokenCounter | None = None,
         max_seq_len: int = 512,
+        unit: str | None = None,
     ) -> Compressor:
         """Load a compressor folder (or hub id when online); ``None`` = the embedded
-        all-MiniLM-L6-v2 encoder with a fresh, *untrained* keep/drop head."""
+        all-MiniLM-L6-v2 encoder with a fresh, *untrained* keep/drop head. ``unit`` (what
+        the budget keeps whole: word, sentence or line) defaults to the one the model was
+        trained with (``taco_unit`` in its config.json), else ``word``."""
         model, tokenizer, name = load_encoder(name_or_path)
         return cls(
             model,
@@ -164,10 +180,13 @@ class Compressor:
             token_counter=token_counter,
             max_seq_len=max_seq_len,
             name=name,
+            unit=unit,
         )
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> None:
-        """Save as a plain Hugging Face token-classification folder (weights + tokenizer)."""
+        """Save as a plain Hugging Face token-classification folder (weights + tokenizer);
+        the selection unit is recorded as ``taco_unit`` in its config.json."""
+        setattr(self.model.config, UNIT_KEY, self.unit)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
@@ -182,12 +201,15 @@ class Compressor:
         force_tokens: Iterable[str] = ("\n",),
         keep_digits: bool = False,
         question: str = "",
+        unit: str | None = None,
     ) -> CompressionResult:
         """Compress one text to ``rate`` (fraction of tokens kept) or ``target_tokens``.
 
         ``question`` (optional) is read by the encoder with the text but never compressed
         nor returned. Forced words are kept first; ``"\\n"`` among ``force_tokens`` keeps
-        line breaks and indentation.
+        line breaks and indentation. ``unit`` overrides the compressor's selection unit:
+        ``word`` ranks words one by one, ``sentence``/``line`` keep the best spans (mean
+        word score) whole and the start of the next one to fill the budget.
         """
         return self.compress_many(
             [text],
@@ -196,6 +218,7 @@ class Compressor:
             force_tokens=force_tokens,
             keep_digits=keep_digits,
             questions=[question],
+            unit=unit,
         )[0]
 
     def compress_many(
@@ -207,10 +230,12 @@ class Compressor:
         force_tokens: Iterable[str] = ("\n",),
         keep_digits: bool = False,
         questions: Sequence[str] | None = None,
+        unit: str | None = None,
     ) -> list[CompressionResult]:
         """Compress several texts; their chunks share encoder batches. Each text gets its
         own budget (``rate`` of its tokens, or ``target_tokens``)."""
         check_budget_args(rate, target_tokens)
+        unit = _check_unit(unit or self.unit)
         force = _check_force_tokens(force_tokens)
         texts = _check_texts(texts, "texts")
         qs = _check_texts(questions, "questions") if questions is not None else [""] * len(texts)
@@ -219,7 +244,7 @@ class Compressor:
         docs = [self.prepare(t, q) for t, q in zip(texts, qs, strict=True)]
         probs = self._encode(docs)
         return [
-            self._select(doc, p, rate, target_tokens, force, keep_digits)
+            self._select(doc, p, rate, target_tokens, force, keep_digits, unit)
             for doc, p in zip(docs, probs, strict=True)
         ]
 
@@ -262,7 +287,9 @@ class Compressor:
             pos += len(c) + 2
         doc = self.prepare(joined, question)
         probs = self._encode([doc])[0]
-        res = self._select(doc, probs, rate, target, force, force_reserve_digit, segments=bounds)
+        res = self._select(
+            doc, probs, rate, target, force, force_reserve_digit, self.unit, segments=bounds
+        )
         return res.to_llmlingua_dict()
 
     # ----------------------------------------------------------------------------- encoder
@@ -340,6 +367,7 @@ class Compressor:
         target_tokens: int | None,
         force: tuple[str, ...],
         keep_digits: bool,
+        unit: str = "word",
         segments: Sequence[tuple[int, int]] | None = None,
     ) -> CompressionResult:
         """Global budget over the whole text; ``segments`` (character ranges) give
@@ -354,7 +382,9 @@ class Compressor:
             origin = self._count(al.text)
             costs = np.asarray(count_many(self.token_counter, al.words()), dtype=np.int64)
         budget = token_budget(origin, rate, target_tokens)
-        scores = word_scores(token_probs, al) + 2.0 * forced_words(al, force, keep_digits)
+        scores = ranking_scores(word_scores(token_probs, al), al, unit)
+        forced = forced_words(al, force, keep_digits)
+        scores = scores + (np.ptp(scores) + 1.0) * forced  # forced words first
         keep = select_words(scores, costs, budget)
         text = render(al, keep, keep_newlines=keep_newlines)
         count = self._count(text)
@@ -403,6 +433,17 @@ _LLMLINGUA_IGNORED = frozenset(
 )
 
 
+def ranking_scores(scores: np.ndarray, al: Alignment, unit: str) -> np.ndarray:
+    """Word ranking for ``select_words``: the word scores themselves, or span keys."""
+    return scores if unit == "word" else span_keys(scores, span_ids(al, unit))
+
+
+def _check_unit(unit: Any) -> str:
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    return str(unit)
+
+
 def _check_texts(texts: Any, name: str) -> list[str]:
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
@@ -440,8 +481,10 @@ __all__ = [
     "embedded_encoder_path",
     "forced_words",
     "length_buckets",
+    "ranking_scores",
     "resolve_device",
     "select_words",
+    "span_keys",
     "tiktoken_counter",
     "token_budget",
     "word_scores",

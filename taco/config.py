@@ -371,7 +371,7 @@ class WarmstartParams:
     Skipped when ``train.base_model`` already is a 2-label token classifier (a compressor).
     """
 
-    teacher: typing.Literal["self_information", "llm"] = "self_information"
+    teacher: typing.Literal["self_information", "llm", "overlap"] = "self_information"
     rate: float = 0.5  # share of context tokens labelled keep (self_information)
     position_bias: float = 0.7  # self_information: 0 = pure surprisal .. 1 = keep the start
     max_examples: int = 256  # training rows labelled (first N of the train split)
@@ -407,6 +407,7 @@ class TrainParams:
     samples_per_prompt: int = 4  # k; 1 + baseline none = the paper
     level: typing.Literal["word", "token"] = "word"  # action unit (taco/policy.py)
     sampling: typing.Literal["bernoulli", "budget"] = "budget"  # see taco/policy.py
+    unit: typing.Literal["word", "sentence", "line"] = "word"  # budget keeps these whole
     rate: float | None = None  # budget sampling: share of tokens kept (null = reward.rate)
     baseline: typing.Literal["loo", "none"] = "loo"
     normalize_advantages: bool = False
@@ -438,6 +439,8 @@ class TrainParams:
             check_range("train.rate", self.rate, 0.0, 1.0, low_open=True)
         if self.sampling == "budget" and self.level != "word":
             raise ConfigError("train.sampling: budget sampling needs train.level: word")
+        if self.unit != "word" and self.sampling != "budget":
+            raise ConfigError("train.unit: sentence/line units need train.sampling: budget")
         check_range("train.lr", self.lr, 0.0, 1.0, low_open=True)
         check_range("train.head_lr", self.head_lr, 0.0, 1.0, low_open=True)
         check_range("train.weight_decay", self.weight_decay, 0.0, 10.0)

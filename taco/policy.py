@@ -37,7 +37,8 @@ import torch
 
 from taco.compressor import Compressor, Document, forced_words, length_buckets, select_words
 from taco.reinforce import plackett_luce_log_prob, token_log_probs, word_log_probs
-from taco.text import render
+from taco.selection import span_order_keys
+from taco.text import render, span_ids
 
 Level = Literal["word", "token"]
 _PAD_LOGP = math.log(0.5)  # finite filler for padded positions (always masked out)
@@ -158,16 +159,22 @@ def sample(enc: Encoded, k: int, generator: torch.Generator | None = None) -> to
 
 
 def sample_budget(
-    enc: Encoded, k: int, rate: float, generator: torch.Generator | None = None
+    enc: Encoded,
+    k: int,
+    rate: float,
+    generator: torch.Generator | None = None,
+    unit: str = "word",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` compressions per prompt at a fixed token budget, as inference selects words.
 
-    Each sample perturbs the word scores (logits of p(keep)) with Gumbel noise and keeps the
-    best words until ``rate`` of the prompt's encoder tokens is used (forced words first) —
+    Each sample perturbs the item scores (logits of p(keep)) with Gumbel noise and keeps the
+    best items until ``rate`` of the prompt's encoder tokens is used (forced words first) —
     ``select_words``, the inference rule, on noisy scores. That is sampling without
     replacement in a Plackett–Luce model, so log π = the log-probability of picking the kept
-    words in their perturbed order. Returns actions ``(B, k, T)`` and log π ``(B, k)``
-    (with autograd). Word level only.
+    items in their perturbed order. Items are words, or with ``unit`` sentence/line whole
+    spans scored by the mean p(keep) of their words (inference's span rule; the last span
+    picked may be kept only in part). Returns actions ``(B, k, T)`` and log π ``(B, k)``
+    (with autograd). Word-level encodings only.
     """
     if enc.level != "word":
         raise ValueError("budget sampling needs word-level actions (train.level: word)")
@@ -178,19 +185,30 @@ def sample_budget(
     log_probs = []
     for b, doc in enumerate(enc.docs):
         al, n = doc.al, doc.al.n_words
-        scores = enc.logp_keep[b, :n] - enc.logp_drop[b, :n]
-        mask = enc.mask[b, :n]
-        idx = np.flatnonzero(mask.cpu().numpy())
+        spans = span_ids(al, unit)
+        n_items = int(spans[-1]) + 1 if n else 0
+        action = enc.mask[b, :n]
+        if unit == "word":
+            scores, mask = enc.logp_keep[b, :n] - enc.logp_drop[b, :n], action
+        else:
+            st = torch.as_tensor(spans, device=device)
+            lk, ld = word_log_probs(enc.logp_keep[b, :n], enc.logp_drop[b, :n], st, n_items)
+            scores = lk - ld
+            mask = torch.zeros(n_items, dtype=torch.bool, device=device)
+            mask = mask.index_fill(0, st[action], True)  # spans with an action word
+        idx = np.flatnonzero(action.cpu().numpy())
         costs = al.word_n_tokens
         budget = math.floor(rate * al.n_tokens + 1e-9) - int(costs[enc.forced[b]].sum())
-        u = torch.rand((k, n), generator=generator, device=device).clamp(1e-12, 1 - 1e-7)
+        u = torch.rand((k, n_items), generator=generator, device=device).clamp(1e-12, 1 - 1e-7)
         noisy = (scores.detach() - torch.log(-torch.log(u))).cpu().numpy()
         row = []
         for j in range(k):
-            chosen = idx[select_words(noisy[j, idx], costs[idx], budget)]
-            order = chosen[np.argsort(-noisy[j, chosen], kind="stable")]
+            keys = span_order_keys(noisy[j], spans)
+            chosen = idx[select_words(keys[idx], costs[idx], budget)]
+            picked = np.unique(spans[chosen])
+            order = picked[np.argsort(-noisy[j, picked], kind="stable")]
             keep = np.asarray(enc.forced[b], dtype=bool).copy()
-            keep[order] = True
+            keep[chosen] = True
             actions[b, j, :n] = torch.as_tensor(keep, device=device)
             row.append(plackett_luce_log_prob(scores, torch.as_tensor(order, device=device), mask))
         log_probs.append(torch.stack(row) if row else torch.zeros(k, device=device))

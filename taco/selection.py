@@ -114,6 +114,28 @@ def select_words(scores: np.ndarray, costs: np.ndarray, budget: int) -> np.ndarr
     return keep
 
 
+def span_keys(scores: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """Ranking keys that make ``select_words`` pick whole spans: spans by the mean score of
+    their words (best first, ties: earlier span), the words of a span in reading order — so
+    the budget takes the best spans whole and the prefix of the next one. ``spans`` maps each
+    word to its span (``taco.text.span_ids``)."""
+    if scores.shape[0] == 0:
+        return np.zeros(0, dtype=np.float64)
+    n_spans = int(spans[-1]) + 1
+    mean = np.bincount(spans, weights=scores, minlength=n_spans) / np.bincount(
+        spans, minlength=n_spans
+    )
+    return span_order_keys(mean, spans)
+
+
+def span_order_keys(span_scores: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """Word ranking keys from one score per span (see ``span_keys``)."""
+    n = spans.shape[0]
+    rank = np.empty(span_scores.shape[0], dtype=np.int64)
+    rank[np.argsort(-span_scores, kind="stable")] = np.arange(span_scores.shape[0])
+    return -(rank[spans] * n + np.arange(n)).astype(np.float64)
+
+
 def forced_words(al: Alignment, force_tokens: Iterable[str], keep_digits: bool) -> np.ndarray:
     """Words that must be kept: exact occurrences of a force token that start and end on
     word boundaries (a force token may span several words, e.g. ``"Answer:"``), and with

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 SENTENCE_END = frozenset(".!?。！？;")
+UNITS = ("word", "sentence", "line")
 _INDENT = re.compile(r"[ \t]*")
 
 
@@ -192,6 +193,22 @@ def chunk_spans(al: Alignment, window: int) -> list[tuple[int, int]]:
         spans.append((start, end))
         start = end
     return spans
+
+
+def span_ids(al: Alignment, unit: str) -> np.ndarray:
+    """The span (0, 1, ...) each word belongs to: ``word`` = every word alone; ``sentence`` =
+    up to a sentence end or line break (the chunk cut points); ``line`` = up to a line break."""
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    if unit == "word" or al.n_words == 0:
+        return np.arange(al.n_words, dtype=np.int64)
+    if unit == "line":
+        first = al.newline_cum[al.word_start]
+    else:
+        first = _cumsum0(al.sentence_cut)[al.word_first_token]
+    starts = np.ones(al.n_words, dtype=bool)
+    starts[1:] = first[1:] != first[:-1]
+    return np.cumsum(starts) - 1
 
 
 def line_indent(text: str, pos: int) -> str:

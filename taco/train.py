@@ -155,7 +155,7 @@ def train_step(
     with timer("sample_and_text"):
         if p.sampling == "budget":
             rate = p.rate if p.rate is not None else params.reward.rate
-            actions, logp = policy.sample_budget(enc, k, rate, generator)
+            actions, logp = policy.sample_budget(enc, k, rate, generator, p.unit)
         else:
             actions = policy.sample(enc, k, generator)
         samples = policy.build(enc, actions, keep_newlines="\n" in p.force_tokens)
@@ -301,7 +301,9 @@ def train(
     fingerprint = run_fingerprint(
         {**config, "world_size": ranks.world}, rows, Path(start) if start else None
     )
-    compressor = Compressor.from_pretrained(start, device=str(device), max_seq_len=p.max_seq_len)
+    compressor = Compressor.from_pretrained(
+        start, device=str(device), max_seq_len=p.max_seq_len, unit=p.unit
+    )
     model = compressor.model  # eval mode: no dropout, so sampling and log-probs agree
     broadcast_parameters(model, ranks)
     if p.freeze_embeddings:

@@ -257,9 +257,7 @@ def save_model_atomic(compressor: Any, out: Path, record: dict[str, Any]) -> Non
     """Weights + tokenizer + ``taco_run.json`` into a temp folder, then renamed to ``out``."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model = compressor.model
-    model.save_pretrained(tmp)
-    compressor.tokenizer.save_pretrained(tmp)
+    compressor.save_pretrained(tmp)
     (tmp / "taco_run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)

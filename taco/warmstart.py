@@ -11,6 +11,11 @@ Teachers (``warmstart.teacher``):
   by deleting words only; its output is aligned back to the context's words in order, and
   contexts whose output aligns badly (< ``warmstart.min_alignment`` of its words found) or
   does not compress at all are dropped.
+- ``overlap`` (task-aware, extractive-oracle style): the spans (``train.unit``: words,
+  sentences or lines) that share the most words with the target LLM's own answer on the
+  full prompt (the teacher stage's output) and with the question are labelled keep, best
+  first (ties: earlier), until ``warmstart.rate`` of the tokens. The encoder, which reads the
+  question with the context, learns what the answer is drawn from; no extra LLM call.
 
 The labelled contexts go through the encoder exactly as in inference and training
 (``Compressor.prepare(context, question)``), and the model is saved as a plain Hugging Face
@@ -24,6 +29,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -33,9 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from taco.compressor import Compressor, Document, select_words
+from taco.compressor import Compressor, Document, select_words, span_keys
 from taco.config import Params, WarmstartParams, to_dict
-from taco.text import Alignment, align
+from taco.text import Alignment, align, span_ids
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +217,25 @@ def llm_labels(
     return labels
 
 
+# --------------------------------------------------------------------------- overlap teacher
+
+_WORD = re.compile(r"\w+")
+
+
+def overlap_labels(
+    alignments: Sequence[Alignment], targets: Sequence[str], rate: float, unit: str = "word"
+) -> list[np.ndarray]:
+    """Keep the spans whose words most often occur in the target text (the teacher output
+    and question), best first, until ``rate`` of each context's tokens (word masks)."""
+    labels = []
+    for al, target in zip(alignments, targets, strict=True):
+        vocab = {w for w in _WORD.findall(target.lower()) if len(w) >= 3 or w.isdigit()}
+        hits = np.array([_norm(w) in vocab for w in al.words()], dtype=np.float64)
+        keys = span_keys(hits, span_ids(al, unit))
+        labels.append(select_words(keys, al.word_n_tokens, math.floor(rate * al.n_tokens + 1e-9)))
+    return labels
+
+
 # -------------------------------------------------------------------------------- training
 
 
@@ -349,12 +374,23 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         return record
     started = time.perf_counter()
     split = root / params.base.data_dir / "prepared" / params.base.task / "train.jsonl"
-    examples = read_examples(split)[: p.max_examples]
+    targets: list[str] = []
+    if p.teacher == "overlap":  # rows with a teacher output, and that output
+        from taco.train_state import load_rows
+
+        pairs = load_rows(params, root)[: p.max_examples]
+        examples = [r.example for r in pairs]
+        targets = [f"{r.teacher} {r.example.question}" for r in pairs]
+    else:
+        examples = read_examples(split)[: p.max_examples]
     if not examples:
         raise ValueError(f"warmstart: no training rows in {split}")
     torch.manual_seed(params.base.seed)
     compressor = Compressor.from_pretrained(
-        base, device=params.train.device, max_seq_len=params.train.max_seq_len
+        base,
+        device=params.train.device,
+        max_seq_len=params.train.max_seq_len,
+        unit=params.train.unit,
     )
     docs = [compressor.prepare(ex.context, ex.question) for ex in examples]
     als = [d.al for d in docs]
@@ -367,6 +403,8 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
             self_information_labels(lm, als, p.rate, p.position_bias)
         )
         del lm
+    elif p.teacher == "overlap":
+        labels = list(overlap_labels(als, targets, p.rate, params.train.unit))
     else:
         from taco.llm import build_llm
         from taco.tasks import get_task

@@ -194,6 +194,7 @@ def test_compress_prompt_list_context_and_target_token(comp, squad):
         ({"rate": 0.5, "target_tokens": 10}, ValueError, "not both"),
         ({}, ValueError, "give rate"),
         ({"rate": 0.5, "force_tokens": [3]}, TypeError, "force_tokens"),
+        ({"rate": 0.5, "unit": "paragraph"}, ValueError, "unit must be one of word, sentence"),
     ],
 )
 def test_bad_arguments(comp, kwargs, exc, message):
@@ -311,3 +312,51 @@ def test_properties(comp, words, seps, rate):
     it = iter(al_in.words())
     assert all(any(w == v for v in it) for w in al_out.words())
     assert comp.compress(text, rate=rate) == res
+
+
+SENTENCES = (
+    "Rain fell all day. The Normans conquered England in 1066 under William. "
+    "Bread was cheap. Markets opened early."
+)
+
+
+def test_sentence_unit_keeps_the_best_sentences_whole(comp, tmp_path):
+    from taco.selection import span_keys
+    from taco.text import span_ids
+
+    doc = comp.prepare(SENTENCES)
+    spans = span_ids(doc.al, "sentence")
+    assert spans.max() == 3  # four sentences
+    # scores: the second sentence is best, the fourth next
+    scores = np.array([[0.1, 0.9, 0.0, 0.5][s] for s in spans])
+    keys = span_keys(scores, spans)
+    costs = doc.al.word_n_tokens
+    second = spans == 1
+    budget = int(costs[second].sum()) + 2  # sentence 2 whole + the first words of sentence 4
+    keep = select_words(keys, costs, budget)
+    assert keep[second].all() and not keep[(spans == 0) | (spans == 2)].any()
+    fourth = np.flatnonzero(spans == 3)
+    assert keep[fourth[0]] and not keep[fourth[-1]]  # the next span's start, in order
+
+    res = comp.compress(SENTENCES, rate=0.5, unit="sentence")
+    assert res.compressed_tokens <= int(0.5 * doc.al.n_tokens)
+    words = comp.prepare(SENTENCES).al
+    kept = {(s, e) for s, e in res.kept_spans}
+    per_span = [
+        sum(
+            (int(words.word_start[w]), int(words.word_end[w])) in kept
+            for w in np.flatnonzero(spans == u)
+        )
+        / int((spans == u).sum())
+        for u in range(4)
+    ]
+    assert sum(0 < f < 1 for f in per_span) <= 1  # at most one sentence kept in part
+
+    comp.unit = "line"
+    try:
+        comp.save_pretrained(tmp_path / "m")
+    finally:
+        comp.unit = "word"
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["taco_unit"] == "line"
+    assert Compressor.from_pretrained(tmp_path / "m", device="cpu").unit == "line"
+    assert Compressor.from_pretrained(tmp_path / "m", device="cpu", unit="word").unit == "word"

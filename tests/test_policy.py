@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -172,3 +174,40 @@ def test_budget_sampling_meets_the_budget_like_inference(compressor: Compressor)
     compressor.model.zero_grad()
     with pytest.raises(ValueError, match="word-level"):
         policy.sample_budget(policy.encode(compressor, docs, level="token"), 2, 0.5)
+
+
+def test_span_budget_sampling_keeps_whole_sentences(compressor: Compressor) -> None:
+    from taco.reinforce import plackett_luce_log_prob, word_log_probs
+    from taco.text import span_ids
+
+    docs = policy.prepare(compressor, [TEXT], [QUESTION])
+    enc = policy.encode(compressor, docs, force_tokens=())
+    gen = torch.Generator().manual_seed(1)
+    actions, logp = policy.sample_budget(enc, 6, 0.5, gen, unit="sentence")
+    al = docs[0].al
+    spans = span_ids(al, "sentence")
+    n = al.n_words
+    texts = policy.build(enc, actions).texts[0]
+    assert len(set(texts)) > 1
+    for j in range(6):
+        keep = actions[0, j, :n].bool().numpy()
+        assert int(al.word_n_tokens[keep].sum()) <= int(0.5 * al.n_tokens)
+        partial = [u for u in range(spans.max() + 1) if 0 < keep[spans == u].mean() < 1]
+        assert len(partial) <= 1  # whole sentences, and the start of at most one more
+        for u in partial:
+            ks = keep[spans == u]
+            assert (np.diff(ks.astype(int)) <= 0).all()  # its prefix
+    # log π is Plackett-Luce over sentences scored by mean word p(keep)
+    st = torch.as_tensor(spans)
+    lk, ld = word_log_probs(enc.logp_keep[0, :n], enc.logp_drop[0, :n], st, int(spans.max()) + 1)
+    keep = actions[0, 0, :n].bool().numpy()
+    picked = np.unique(spans[keep])
+    mask = torch.ones(int(spans.max()) + 1, dtype=torch.bool)
+    candidates = [
+        float(plackett_luce_log_prob((lk - ld).detach(), torch.as_tensor(o), mask))
+        for o in itertools.permutations(picked.tolist())
+    ]
+    assert min(abs(float(logp[0, 0]) - c) for c in candidates) < 1e-4  # some pick order
+    logp.sum().backward()
+    assert compressor.model.classifier.weight.grad is not None
+    compressor.model.zero_grad()

@@ -138,3 +138,26 @@ def test_empty_and_whitespace_text(wordpiece):
     for text in ("", "   \n\t "):
         al = align(text, wordpiece)
         assert al.n_words == 0 and chunk_spans(al, 10) == []
+
+
+def test_span_ids_split_sentences_and_lines():
+    from transformers import AutoTokenizer
+
+    from taco.compressor import embedded_encoder_path
+    from taco.text import span_ids
+
+    tok = AutoTokenizer.from_pretrained(str(embedded_encoder_path()))
+    al = align("First one. Second, e.g. 3.5 more!\nx = f(a.b)\n  return x", tok)
+    words = al.words()
+    sent = span_ids(al, "sentence")
+    lines = span_ids(al, "line")
+    assert (span_ids(al, "word") == np.arange(al.n_words)).all()
+    assert np.all(np.diff(sent) >= 0) and np.all(np.diff(lines) >= 0)
+    assert sent[words.index("Second")] == sent[words.index("First")] + 1
+    # "3.5" and "a.b" are no sentence ends; the line break is
+    assert sent[words.index("3")] == sent[words.index("more")]
+    assert sent[words.index("f")] == sent[words.index("b")] != sent[words.index("return")]
+    assert lines[words.index("First")] == lines[words.index("more")] == 0
+    assert lines[words.index("x")] == 1 and lines[words.index("return")] == 2
+    with pytest.raises(ValueError, match="unit must be one of"):
+        span_ids(al, "paragraph")

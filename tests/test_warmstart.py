@@ -147,3 +147,47 @@ def test_batched_surprisal_equals_one_text_at_a_time(tmp_path: Path) -> None:
         np.testing.assert_array_equal(o1, o2)
         np.testing.assert_allclose(s1, s2, rtol=1e-4, atol=1e-4)
     assert together[2][1].size == 0 and together[0][1].size == together[0][0].shape[0]
+
+
+def test_overlap_labels_keep_the_spans_the_answer_comes_from(tokenizer) -> None:
+    text = (
+        "Rain fell all day in the valley. The Normans conquered England in 1066. "
+        "Bread was cheap that year."
+    )
+    al = align(text, tokenizer)
+    target = "They conquered England. When did the Normans conquer?"
+    words = al.words()
+    sent = ws.overlap_labels([al], [target], 0.4, "sentence")[0]
+    normans = slice(words.index("The"), words.index("1066") + 2)
+    assert sent[normans].all() and not sent[: words.index("The")].any()
+    assert int(al.word_n_tokens[sent].sum()) <= int(0.4 * al.n_tokens)
+    word = ws.overlap_labels([al], [target], 0.4, "word")[0]
+    assert word[words.index("Normans")] and word[words.index("conquered")]
+    assert not word[words.index("Bread")]
+    # no overlap at all: the start (truncation)
+    none = ws.overlap_labels([al], ["zzz qqq"], 0.4, "sentence")[0]
+    assert none[0] and not none[-1]
+
+
+def test_overlap_stage_reads_teacher_outputs(tmp_path: Path) -> None:
+    from train_helpers import FakeLLM, write_teacher
+
+    rows = write_prepared(tmp_path, "qa", 10)
+    write_teacher(tmp_path, "qa", rows, FakeLLM())
+    base = tiny_encoder_folder(tmp_path / "enc")
+    sections = {
+        "base": {"task": "qa", "data_dir": str(tmp_path / "data")},
+        "warmstart": {"teacher": "overlap", "epochs": 2, "batch_size": 4, "rate": 0.5},
+        "train": {
+            "base_model": str(base),
+            "device": "cpu",
+            "max_seq_len": 128,
+            "bf16": False,
+            "unit": "sentence",
+        },
+    }
+    record = ws.run_warmstart(load_params(write_params(tmp_path, sections)))
+    assert record["teacher"] == "overlap" and record["labelled"] == 10
+    assert 0.2 < record["label_keep_share"] <= 0.6
+    out = tmp_path / "data" / "models" / "warmstart"
+    assert Compressor.from_pretrained(str(out), device="cpu").unit == "sentence"
