@@ -78,6 +78,12 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
     )
     p.add_argument("--keep-digits", action="store_true", help="always keep words with digits")
     p.add_argument(
+        "--unit",
+        choices=("word", "sentence", "line"),
+        default=None,
+        help="what the budget keeps whole (default: the model's taco_unit, else word)",
+    )
+    p.add_argument(
         "--question", default="", help="task question the encoder reads (never compressed)"
     )
     p.add_argument(
@@ -105,6 +111,7 @@ def _run_compress(args: argparse.Namespace) -> int:
         force_tokens=force,
         keep_digits=args.keep_digits,
         question=args.question,
+        unit=args.unit,
     )
     if args.json:
         out = result.to_llmlingua_dict()

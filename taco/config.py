@@ -374,6 +374,7 @@ class WarmstartParams:
     teacher: typing.Literal["self_information", "llm", "overlap"] = "self_information"
     rate: float = 0.5  # share of context tokens labelled keep (self_information)
     position_bias: float = 0.7  # self_information: 0 = pure surprisal .. 1 = keep the start
+    overlap_position_bias: float = 0.0  # overlap: 0 = pure overlap (ties: earlier) .. 1 = start
     max_examples: int = 256  # training rows labelled (first N of the train split)
     epochs: int = 2
     batch_size: int = 16
@@ -386,6 +387,7 @@ class WarmstartParams:
     def validate(self) -> None:
         check_range("warmstart.rate", self.rate, 0.0, 1.0, low_open=True)
         check_range("warmstart.position_bias", self.position_bias, 0.0, 1.0)
+        check_range("warmstart.overlap_position_bias", self.overlap_position_bias, 0.0, 1.0)
         check_range("warmstart.max_examples", self.max_examples, 1, 10**9)
         check_range("warmstart.epochs", self.epochs, 1, 10**6)
         check_range("warmstart.batch_size", self.batch_size, 1, 10**6)

@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from taco.compressor import Compressor, Document, select_words, span_keys
+from taco.compressor import Compressor, Document, select_words
 from taco.config import Params, WarmstartParams, to_dict
+from taco.selection import span_order_keys
 from taco.text import Alignment, align, span_ids
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,18 @@ def budget_labels(
     comes: ``(1-λ)·pct(score/token) + λ·(1 - position/n)`` (λ = 1 is truncation).
     """
     budget = math.floor(rate * al.n_tokens + 1e-9)
-    density = scores / al.word_n_tokens
-    if position_bias > 0 and al.n_words > 1:
-        pct = np.argsort(np.argsort(density, kind="stable"), kind="stable") / (al.n_words - 1)
-        early = 1.0 - np.arange(al.n_words) / (al.n_words - 1)
-        density = (1.0 - position_bias) * pct + position_bias * early
+    density = mix_position(scores / al.word_n_tokens, position_bias)
     return select_words(density, al.word_n_tokens, budget)
+
+
+def mix_position(scores: np.ndarray, position_bias: float) -> np.ndarray:
+    """``(1-λ)·percentile(score) + λ·(1 - position/n)``; the scores unchanged when λ = 0."""
+    n = scores.shape[0]
+    if position_bias <= 0 or n < 2:
+        return scores
+    pct = np.argsort(np.argsort(scores, kind="stable"), kind="stable") / (n - 1)
+    early = 1.0 - np.arange(n) / (n - 1)
+    return (1.0 - position_bias) * pct + position_bias * early
 
 
 @torch.inference_mode()
@@ -223,15 +230,26 @@ _WORD = re.compile(r"\w+")
 
 
 def overlap_labels(
-    alignments: Sequence[Alignment], targets: Sequence[str], rate: float, unit: str = "word"
+    alignments: Sequence[Alignment],
+    targets: Sequence[str],
+    rate: float,
+    unit: str = "word",
+    position_bias: float = 0.0,
 ) -> list[np.ndarray]:
     """Keep the spans whose words most often occur in the target text (the teacher output
-    and question), best first, until ``rate`` of each context's tokens (word masks)."""
+    and question), best first, until ``rate`` of each context's tokens (word masks).
+    ``position_bias`` λ ranks spans by ``(1-λ)·pct(share of overlapping words) + λ·earliness``
+    as ``budget_labels`` does for words."""
     labels = []
     for al, target in zip(alignments, targets, strict=True):
         vocab = {w for w in _WORD.findall(target.lower()) if len(w) >= 3 or w.isdigit()}
         hits = np.array([_norm(w) in vocab for w in al.words()], dtype=np.float64)
-        keys = span_keys(hits, span_ids(al, unit))
+        spans = span_ids(al, unit)
+        n = int(spans[-1]) + 1 if al.n_words else 0
+        share = np.bincount(spans, weights=hits, minlength=n) / np.maximum(
+            np.bincount(spans, minlength=n), 1
+        )
+        keys = span_order_keys(mix_position(share, position_bias), spans)
         labels.append(select_words(keys, al.word_n_tokens, math.floor(rate * al.n_tokens + 1e-9)))
     return labels
 
@@ -404,7 +422,8 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         )
         del lm
     elif p.teacher == "overlap":
-        labels = list(overlap_labels(als, targets, p.rate, params.train.unit))
+        unit = params.train.unit
+        labels = list(overlap_labels(als, targets, p.rate, unit, p.overlap_position_bias))
     else:
         from taco.llm import build_llm
         from taco.tasks import get_task

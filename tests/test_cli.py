@@ -32,6 +32,16 @@ def test_compress_file_as_json(tmp_path):
     assert all(text[s:e] in data["compressed_prompt"] for s, e in data["taco"]["kept_spans"])
 
 
+def test_compress_by_sentence():
+    text = "Alpha beta gamma delta. Epsilon zeta eta theta iota. Kappa lambda mu."
+    out = run("compress", "--rate", "0.5", "--unit", "sentence", "-", stdin=text)
+    assert out.returncode == 0, out.stderr
+    kept = out.stdout.strip()
+    sentences = [s.strip() for s in text.split(".") if s.strip()]
+    whole = [s for s in sentences if s in kept]
+    assert whole and len(kept) < len(text)  # at least one sentence kept whole, text shorter
+
+
 def test_compress_stdin_plain_text():
     text = "One two three four five six seven eight."
     out = run("compress", "--target-tokens", "5", "-", stdin=text)
@@ -56,6 +66,7 @@ def test_compress_stdin_plain_text():
             "input file not found: /no/such/file.txt",
         ),
         (["nonsense"], "invalid choice"),
+        (["compress", "--rate", "0.5", "--unit", "page", "-"], "invalid choice: 'page'"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(args, message):

@@ -167,6 +167,9 @@ def test_overlap_labels_keep_the_spans_the_answer_comes_from(tokenizer) -> None:
     # no overlap at all: the start (truncation)
     none = ws.overlap_labels([al], ["zzz qqq"], 0.4, "sentence")[0]
     assert none[0] and not none[-1]
+    # full position bias: the start whatever the overlap
+    start = ws.overlap_labels([al], [target], 0.4, "sentence", position_bias=1.0)[0]
+    assert start[0] and not start[normans][1:].any()  # sentence 1, then the next one's start
 
 
 def test_overlap_stage_reads_teacher_outputs(tmp_path: Path) -> None:
