@@ -5,7 +5,9 @@ For each test row of ``<data_dir>/prepared/<task>/test.jsonl`` (with its teacher
 context's encoder tokens (same selection and text rebuilding for all). The target LLM then
 answers on the compressed prompt; scores: teacher-output fidelity (BLEU, ROUGE-L, exp mean
 log-prob of the teacher output) and the gold metric (BLEU for code, SQuAD F1 for QA).
-Differences to truncation come with paired bootstrap 95% CIs.
+Differences to truncation come with paired bootstrap 95% CIs. Where rows have a question,
+``q_overlap`` is a retrieval baseline: the ``--unit`` spans (default sentences) sharing the
+most words with the question. The uncompressed prompt's gold score is printed last.
 
     .venv/bin/python bench/rl_vs_truncation.py --params params.x.yaml \
         --model start=data-x/models/warmstart --model trained=data-x/models/taco
@@ -141,6 +143,18 @@ def main() -> int:
             row[k] = entry
         table[name] = row
         print(f"{name:<12}" + "".join(f"{c:>26}" for c in cells))
+    if "start" in results:  # what RL added over its starting point
+        for name in [m for m in models if m != "start"]:
+            cells = []
+            for k in ("teacher_bleu", "teacher_rougeL", "teacher_loglik", "gold"):
+                d = results[name][k] - results["start"][k]
+                lo, hi = bootstrap_ci(d)
+                table[name][k]["diff_vs_start_ci95"] = [lo, hi]
+                cells.append(f"{k} {np.nanmean(d):+.3f} [{lo:+.3f},{hi:+.3f}]")
+            print(f"{name} - start: " + "  ".join(cells))
+    full = np.array([task.score(y, list(e.references)) for y, e in zip(ys, examples, strict=True)])
+    table["uncompressed"] = {"gold": {"mean": float(full.mean())}}
+    print(f"uncompressed prompt (the teacher outputs): gold {full.mean():.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
     return 0

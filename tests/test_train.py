@@ -199,3 +199,21 @@ def test_validation_reward_of_the_deployed_policy_is_logged(tmp_path: Path) -> N
     assert [s for s, _ in curve] == [0, 2, 4]
     assert [s for s, _ in record["val_rewards"]] == [0, 2, 4]
     assert all(0 < v <= 1 for _, v in curve)
+
+
+def test_line_units_train_and_are_saved_with_the_model(tmp_path: Path) -> None:
+    from taco.config import ConfigError
+
+    params = load_params(
+        train_setup(tmp_path, train={"steps": 2, "sampling": "budget", "unit": "line"})
+    )
+    record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+    assert record["steps"] == 2
+    comp = Compressor.from_pretrained(str(tr.paths(params, tmp_path)["model"]), device="cpu")
+    assert comp.unit == "line"
+    code = "def f(x):\n    y = x + 1\n    z = y * 2\n    return z\n"
+    kept = comp.compress(code, rate=0.5).compressed_prompt.splitlines()
+    lines = code.splitlines()
+    assert sum(line in lines for line in kept) >= len(kept) - 1  # whole lines, one partial
+    with pytest.raises(ConfigError, match=r"train\.unit"):
+        load_params(train_setup(tmp_path, train={"sampling": "bernoulli", "unit": "sentence"}))
