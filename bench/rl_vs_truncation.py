@@ -82,6 +82,7 @@ def main() -> int:
     docs = [base.prepare(e.context, e.question) for e in examples]
     rng = np.random.default_rng(params.base.seed)
     unit = args.unit or "sentence"
+    units = {"truncation": "word", "random": "word", "q_overlap": unit}
     scores: dict[str, list[np.ndarray]] = {
         "truncation": [-np.arange(d.al.n_words, dtype=float) for d in docs],
         "random": [rng.random(d.al.n_words) for d in docs],
@@ -93,6 +94,7 @@ def main() -> int:
         ]
     for name, path in models.items():
         comp = Compressor.from_pretrained(path, device="cpu", unit=args.unit)
+        units[name] = comp.unit
         probs = comp.token_probabilities(
             [e.context for e in examples], [e.question for e in examples]
         )
@@ -106,7 +108,8 @@ def main() -> int:
         texts = []
         for d, s in zip(docs, per_doc, strict=True):
             budget = math.floor(args.rate * d.al.n_tokens + 1e-9)
-            texts.append(render(d.al, select_words(s, d.al.word_n_tokens, budget)))
+            keep = select_words(s, d.al.word_n_tokens, budget, fill=units[name] == "word")
+            texts.append(render(d.al, keep))
         prompts = [task.prompt(t, e.question) for t, e in zip(texts, examples, strict=True)]
         outs = llm.generate(prompts, params.llm.max_new_tokens)
         lls = llm.loglik(prompts, ys) if hasattr(llm, "loglik") else [math.nan] * len(ys)

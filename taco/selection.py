@@ -85,12 +85,16 @@ def token_budget(origin_tokens: int, rate: float | None, target_tokens: int | No
     return min(origin_tokens, math.floor(rate * origin_tokens + 1e-9))
 
 
-def select_words(scores: np.ndarray, costs: np.ndarray, budget: int) -> np.ndarray:
+def select_words(
+    scores: np.ndarray, costs: np.ndarray, budget: int, *, fill: bool = True
+) -> np.ndarray:
     """Keep the highest-scoring words whose total cost fits ``budget`` (boolean mask).
 
     Words are taken in descending score order (ties: earlier word first); once the next
-    word does not fit, the remaining budget is filled with the best-ranked words that still
-    fit, so the shortfall is smaller than any word left out.
+    word does not fit, the remaining budget is filled (``fill``) with the best-ranked words
+    that still fit, so the shortfall is smaller than any word left out. Without ``fill``
+    the selection is exactly a prefix of the ranking (span units: whole spans, then the
+    start of the next one).
     """
     keep = np.zeros(scores.shape[0], dtype=bool)
     if scores.shape[0] == 0 or budget <= 0:
@@ -100,6 +104,8 @@ def select_words(scores: np.ndarray, costs: np.ndarray, budget: int) -> np.ndarr
     cum = np.cumsum(c)
     n = int(np.searchsorted(cum, budget, side="right"))
     keep[order[:n]] = True
+    if not fill:
+        return keep
     remaining = budget - (int(cum[n - 1]) if n else 0)
     rest, rest_cost = order[n:], c[n:]
     pos = 0

@@ -250,7 +250,8 @@ def overlap_labels(
             np.bincount(spans, minlength=n), 1
         )
         keys = span_order_keys(mix_position(share, position_bias), spans)
-        labels.append(select_words(keys, al.word_n_tokens, math.floor(rate * al.n_tokens + 1e-9)))
+        budget = math.floor(rate * al.n_tokens + 1e-9)
+        labels.append(select_words(keys, al.word_n_tokens, budget, fill=unit == "word"))
     return labels
 
 

@@ -236,6 +236,8 @@ def test_select_words_greedy_fill():
     scores = np.array([0.9, 0.8, 0.7, 0.1])
     costs = np.array([2, 3, 1, 1])
     assert select_words(scores, costs, 4).tolist() == [True, False, True, True]
+    # without fill: a prefix of the ranking only (span units)
+    assert select_words(scores, costs, 4, fill=False).tolist() == [True, False, False, False]
     assert select_words(scores, costs, 0).tolist() == [False] * 4
     assert select_words(scores, costs, 100).all()
 
@@ -360,3 +362,32 @@ def test_sentence_unit_keeps_the_best_sentences_whole(comp, tmp_path):
     assert json.loads((tmp_path / "m" / "config.json").read_text())["taco_unit"] == "line"
     assert Compressor.from_pretrained(tmp_path / "m", device="cpu").unit == "line"
     assert Compressor.from_pretrained(tmp_path / "m", device="cpu", unit="word").unit == "word"
+
+
+@pytest.mark.parametrize("unit", ["sentence", "line"])
+def test_span_units_on_real_text_meet_the_budget_with_at_most_one_partial_span(
+    comp, squad, code, unit
+):
+    from taco.text import span_ids
+
+    texts = [r["context"] for r in squad[:20:4]] + [r["context"] for r in code[:10:2]]
+    for rate in (0.2, 0.5, 0.8):
+        results = comp.compress_many(texts, rate=rate, unit=unit, force_tokens=("\n", "the"))
+        for text, res in zip(texts, results, strict=True):
+            assert res.compressed_tokens <= token_budget(res.origin_tokens, rate, None)
+            assert_made_of_original(text, res)
+            al = comp.prepare(text).al
+            spans = span_ids(al, unit)
+            starts = {s for s, _ in res.kept_spans}
+            keep = np.array([s in starts for s in al.word_start.tolist()])
+            forced = np.array([w == "the" for w in al.words()])
+            partial = [
+                u
+                for u in range(int(spans.max()) + 1)
+                if 0 < keep[(spans == u) & ~forced].mean() < 1
+            ]
+            assert len(partial) <= 1, (unit, rate, partial)  # forced words aside
+            assert (
+                keep[forced].all()
+                or res.compressed_tokens >= token_budget(res.origin_tokens, rate, None) - 2
+            )
