@@ -117,13 +117,28 @@ def loglik_reward(batch: RewardBatch, params: RewardParams) -> list[float | None
     return windowed(batch, params, score)
 
 
+def gold_reward(batch: RewardBatch, params: RewardParams) -> list[float | None]:
+    """Penalties outside the window, else the task metric of ŷ against the *gold* references
+    (for labelled data: optimises the task itself rather than fidelity to the LLM's own
+    full-prompt answer); a row without references is unscorable."""
+    outputs, refs = batch.column("outputs"), batch.references
+
+    def score(i: int) -> float | None:
+        if outputs[i] is None or i >= len(refs) or not refs[i]:
+            return None
+        return batch.task.score(outputs[i], list(refs[i]))
+
+    return windowed(batch, params, score)
+
+
 class RewardRegistry:
-    """Name → RewardSpec; an instance pre-filled with ``taco_rl`` and ``loglik``."""
+    """Name → RewardSpec; an instance pre-filled with ``taco_rl``, ``loglik`` and ``gold``."""
 
     def __init__(self) -> None:
         self._specs: dict[str, RewardSpec] = {}
         self.register("taco_rl", taco_rl_reward, needs="generate")
         self.register("loglik", loglik_reward, needs="loglik")
+        self.register("gold", gold_reward, needs="generate")
 
     def register(
         self, name: str, fn: RewardFn, *, needs: Needs, replace: bool = False

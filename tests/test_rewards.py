@@ -117,7 +117,7 @@ def test_batch_columns_must_match_in_length() -> None:
 
 def test_registry() -> None:
     registry = RewardRegistry()
-    assert registry.names() == ["loglik", "taco_rl"]
+    assert registry.names() == ["gold", "loglik", "taco_rl"]
     assert REWARDS.get("taco_rl").needs == "generate"
     assert REWARDS.get("loglik").needs == "loglik"
     registry.register("length", lambda b, p: [float(c) for c in b.compressed_tokens], needs="none")
@@ -181,3 +181,22 @@ def test_compute_rewards_loglik_scores_the_teacher_output() -> None:
     assert result.rewards == [pytest.approx(math.exp(-1)), -0.4, None, pytest.approx(math.exp(-1))]
     assert [c for _, c in llm.scored] == ["Paris", "Paris"]  # no call without a teacher output
     assert llm.generated == []
+
+
+def test_gold_reward_scores_against_the_references() -> None:
+    from taco.rewards import gold_reward
+
+    batch = RewardBatch(
+        QA,
+        [100] * 4,
+        [50, 50, 5, 50],
+        outputs=["Paris", "Berlin France", "Paris", "Paris"],
+        teacher_outputs=["Berlin"] * 4,  # ignored: gold is the target
+        references=[["Paris"], ["France"], ["Paris"], []],
+    )
+    assert gold_reward(batch, P) == [1.0, pytest.approx(2 / 3), -0.4, None]
+    llm = RecordingLLM()
+    kw = {**DRIVER_KW, "references": [["Paris"]] * 4}
+    result = compute_rewards("gold", llm, QA, **kw)
+    assert len(llm.generated) == 3  # generates even where the teacher output is missing
+    assert result.rewards[1] == -0.4
