@@ -40,10 +40,10 @@ from taco.selection import (
     word_scores,
 )
 from taco.text import (
-    UNITS,
     Alignment,
     SpecialLayout,
     align,
+    check_unit,
     chunk_spans,
     render,
     span_ids,
@@ -152,7 +152,7 @@ class Compressor:
         self.keep_index = keep_label_index(model.config)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else 0
-        self.unit = _check_unit(unit or getattr(model.config, UNIT_KEY, "word"))
+        self.unit = check_unit(unit or getattr(model.config, UNIT_KEY, "word"))
 
     # ------------------------------------------------------------------ loading / saving
 
@@ -235,7 +235,7 @@ class Compressor:
         """Compress several texts; their chunks share encoder batches. Each text gets its
         own budget (``rate`` of its tokens, or ``target_tokens``)."""
         check_budget_args(rate, target_tokens)
-        unit = _check_unit(unit or self.unit)
+        unit = check_unit(unit or self.unit)
         force = _check_force_tokens(force_tokens)
         texts = _check_texts(texts, "texts")
         qs = _check_texts(questions, "questions") if questions is not None else [""] * len(texts)
@@ -436,12 +436,6 @@ _LLMLINGUA_IGNORED = frozenset(
 def ranking_scores(scores: np.ndarray, al: Alignment, unit: str) -> np.ndarray:
     """Word ranking for ``select_words``: the word scores themselves, or span keys."""
     return scores if unit == "word" else span_keys(scores, span_ids(al, unit))
-
-
-def _check_unit(unit: Any) -> str:
-    if unit not in UNITS:
-        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
-    return str(unit)
 
 
 def _check_texts(texts: Any, name: str) -> list[str]:

@@ -127,11 +127,15 @@ def span_keys(scores: np.ndarray, spans: np.ndarray) -> np.ndarray:
     word to its span (``taco.text.span_ids``)."""
     if scores.shape[0] == 0:
         return np.zeros(0, dtype=np.float64)
-    n_spans = int(spans[-1]) + 1
-    mean = np.bincount(spans, weights=scores, minlength=n_spans) / np.bincount(
-        spans, minlength=n_spans
+    return span_order_keys(span_means(scores, spans), spans)
+
+
+def span_means(scores: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """Mean of the word ``scores`` in each span (``spans`` maps words to 0, 1, ...)."""
+    n_spans = int(spans[-1]) + 1 if spans.shape[0] else 0
+    return np.bincount(spans, weights=scores, minlength=n_spans) / np.maximum(
+        np.bincount(spans, minlength=n_spans), 1
     )
-    return span_order_keys(mean, spans)
 
 
 def span_order_keys(span_scores: np.ndarray, spans: np.ndarray) -> np.ndarray:

@@ -195,12 +195,17 @@ def chunk_spans(al: Alignment, window: int) -> list[tuple[int, int]]:
     return spans
 
 
+def check_unit(unit: Any) -> str:
+    """``unit`` if it is one of ``UNITS``, else a ValueError naming the allowed ones."""
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    return str(unit)
+
+
 def span_ids(al: Alignment, unit: str) -> np.ndarray:
     """The span (0, 1, ...) each word belongs to: ``word`` = every word alone; ``sentence`` =
     up to a sentence end or line break (the chunk cut points); ``line`` = up to a line break."""
-    if unit not in UNITS:
-        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
-    if unit == "word" or al.n_words == 0:
+    if check_unit(unit) == "word" or al.n_words == 0:
         return np.arange(al.n_words, dtype=np.int64)
     if unit == "line":
         first = al.newline_cum[al.word_start]

@@ -41,7 +41,7 @@ import torch
 
 from taco.compressor import Compressor, Document, select_words
 from taco.config import Params, WarmstartParams, to_dict
-from taco.selection import span_order_keys
+from taco.selection import span_means, span_order_keys
 from taco.text import Alignment, align, span_ids
 
 log = logging.getLogger(__name__)
@@ -245,11 +245,7 @@ def overlap_labels(
         vocab = {w for w in _WORD.findall(target.lower()) if len(w) >= 3 or w.isdigit()}
         hits = np.array([_norm(w) in vocab for w in al.words()], dtype=np.float64)
         spans = span_ids(al, unit)
-        n = int(spans[-1]) + 1 if al.n_words else 0
-        share = np.bincount(spans, weights=hits, minlength=n) / np.maximum(
-            np.bincount(spans, minlength=n), 1
-        )
-        keys = span_order_keys(mix_position(share, position_bias), spans)
+        keys = span_order_keys(mix_position(span_means(hits, spans), position_bias), spans)
         budget = math.floor(rate * al.n_tokens + 1e-9)
         labels.append(select_words(keys, al.word_n_tokens, budget, fill=unit == "word"))
     return labels
