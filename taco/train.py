@@ -265,7 +265,11 @@ def _truncate_history(reports: Path, last_step: int) -> None:
 
 
 def _open_live(reports: Path, resume_step: int | None) -> Any:
-    from dvclive import Live
+    try:
+        from dvclive import Live
+    except ImportError:  # a bare GPU box: the curve is still in taco_run.json
+        log.warning("dvclive is not installed: no DVCLive metrics or plots for this run")
+        return None
 
     if resume_step is not None:
         _truncate_history(reports, resume_step - 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,17 @@ def test_line_units_train_and_are_saved_with_the_model(tmp_path: Path) -> None:
     assert sum(line in lines for line in kept) >= len(kept) - 1  # whole lines, one partial
     with pytest.raises(ConfigError, match=r"train\.unit"):
         load_params(train_setup(tmp_path, train={"sampling": "bernoulli", "unit": "sentence"}))
+
+
+def test_training_without_dvclive_still_records_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bare GPU box (bench/gpu_check.sh) may lack dvclive: train, warn, keep taco_run.json."""
+    monkeypatch.setitem(sys.modules, "dvclive", None)  # import dvclive -> ImportError
+    params = load_params(train_setup(tmp_path, train={"steps": 2}))
+    record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+    where = tr.paths(params, tmp_path)
+    assert record["steps"] == 2 and 0 <= record["last_steps"]["reward/mean"] <= 1
+    assert json.loads((where["model"] / "taco_run.json").read_text())["steps"] == 2
+    assert not (where["reports"] / "plots").exists()
+    assert "dvclive is not installed" in caplog.text
