@@ -158,9 +158,14 @@ def plackett_luce_log_prob(
     if order.numel() == 0:
         return scores.sum() * 0.0
     s = scores.float()
-    top = s.detach()[mask].max()
-    e = torch.where(mask, torch.exp(s - top), torch.zeros_like(s))
-    picked = e[order]
-    before = torch.cumsum(picked, 0) - picked  # mass already taken before each pick
-    denom = (e.sum() - before).clamp(min=torch.finfo(e.dtype).tiny)
-    return ((s[order] - top) - torch.log(denom)).sum()
+    picked = s[order]
+    # log Σ_remaining exp: a reverse log-cumsum-exp over the picks on top of the unpicked
+    # mass. (Subtracting the picked mass from the total cancels catastrophically in float32
+    # once a confident policy has taken its likely items: wrong log π and gradients.)
+    rest = mask.clone()
+    rest[order] = False
+    tail = picked.flip(0)
+    if bool(rest.any()):
+        tail = torch.cat([torch.logsumexp(s[rest], 0).view(1), tail])
+    denom = torch.logcumsumexp(tail, 0)[tail.shape[0] - order.shape[0] :].flip(0)
+    return (picked - denom).sum()
