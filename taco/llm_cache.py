@@ -50,6 +50,24 @@ def cache_key(kind: str, identity: Mapping[str, Any], prompt: str, extra: Any = 
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def set_wal(conn: sqlite3.Connection, timeout_s: float, *, pause_s: float = 0.05) -> None:
+    """Switch ``conn``'s file to WAL, retrying while another process holds it.
+
+    Two processes converting one fresh file at once can deadlock on the upgrade to an
+    exclusive lock; SQLite then answers "database is locked" at once, without waiting for
+    the busy timeout (seen in a clean-clone test run). Retry until ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause_s)
+
+
 @dataclasses.dataclass
 class CacheStats:
     """Hit/miss counters of one cache object (this process only)."""
@@ -91,7 +109,7 @@ class LLMCache:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            set_wal(conn, self.timeout_s)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
             self._local.conn = conn

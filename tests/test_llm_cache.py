@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from taco.llm import LLM, CachedLLM
-from taco.llm_cache import LLMCache, cache_dir, cache_key, default_cache_path
+from taco.llm_cache import LLMCache, cache_dir, cache_key, default_cache_path, set_wal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,3 +131,28 @@ def test_two_processes_share_one_cache_file(tmp_path: Path) -> None:
         check=True,
     )
     assert reader.stdout.split() == [str(n), "0"]
+
+
+class _LockedFor:
+    """A real connection that answers "database is locked" to its first ``n`` statements (the
+    immediate SQLITE_BUSY of two processes converting one fresh file to WAL at once)."""
+
+    def __init__(self, conn: sqlite3.Connection, n: int) -> None:
+        self.conn, self.n, self.calls = conn, n, 0
+
+    def execute(self, sql: str) -> sqlite3.Cursor:
+        self.calls += 1
+        if self.calls <= self.n:
+            raise sqlite3.OperationalError("database is locked")
+        return self.conn.execute(sql)
+
+
+def test_the_wal_switch_retries_a_locked_file_until_its_timeout(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "c.sqlite", isolation_level=None)
+    flaky = _LockedFor(conn, 3)
+    set_wal(flaky, 5.0, pause_s=0.001)  # type: ignore[arg-type]
+    assert flaky.calls == 4
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        set_wal(_LockedFor(conn, 10**9), 0.05, pause_s=0.001)  # type: ignore[arg-type]
+    conn.close()
