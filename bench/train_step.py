@@ -50,7 +50,7 @@ def main() -> int:
     from taco.teacher import teacher_outputs
     from taco.train import Timer, start_model, train_step
     from taco.train_state import TrainRow
-    from taco.warmstart import adamw, freeze_word_embeddings
+    from taco.warmstart import adamw, freeze_for_rl
 
     params = load_params(args.params)
     sections = dict(params.sections)
@@ -77,8 +77,7 @@ def main() -> int:
     model = args.model or start_model(params, ROOT)
     comp = Compressor.from_pretrained(model, max_seq_len=params.train.max_seq_len)
     p = params.train
-    if p.freeze_embeddings:
-        freeze_word_embeddings(comp.model)
+    freeze_for_rl(comp.model, embeddings=p.freeze_embeddings, train_layers=p.train_layers)
     opt = adamw(comp.model, p.lr, p.head_lr, p.weight_decay)
     gen = torch.Generator(device=comp.device).manual_seed(0)
     totals: list[dict[str, float]] = []

@@ -421,6 +421,7 @@ class TrainParams:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     freeze_embeddings: bool = True  # input word embeddings frozen: 2-3x cheaper backward+step
+    train_layers: int | None = None  # only the top N encoder layers (+ head) train; null = all
     bf16: bool | typing.Literal["auto"] = "auto"  # autocast; auto = where the hardware has it
     device: str = "auto"
     max_seq_len: int = 512
@@ -455,6 +456,8 @@ class TrainParams:
         check_range("train.max_bad_steps", self.max_bad_steps, 0, 10**9)
         if self.max_rows is not None:
             check_range("train.max_rows", self.max_rows, 1, 10**9)
+        if self.train_layers is not None:
+            check_range("train.train_layers", self.train_layers, 0, 1024)
 
 
 SECTIONS: dict[str, type] = {

@@ -58,7 +58,12 @@ from taco.train_state import (
     sync_gradients,
     weights_digest,
 )
-from taco.warmstart import adamw, autocast, freeze_word_embeddings, is_compressor
+from taco.warmstart import (
+    adamw,
+    autocast,
+    freeze_for_rl,
+    is_compressor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +315,7 @@ def train(
     )
     model = compressor.model  # eval mode: no dropout, so sampling and log-probs agree
     broadcast_parameters(model, ranks)
-    if p.freeze_embeddings:
-        freeze_word_embeddings(model)
+    freeze_for_rl(model, embeddings=p.freeze_embeddings, train_layers=p.train_layers)
     optimizer = adamw(model, p.lr, p.head_lr, p.weight_decay)
     scheduler = cosine_schedule(optimizer, p)
     generator = torch.Generator(device=device).manual_seed(params.base.seed * 1000 + ranks.rank)
@@ -356,6 +360,10 @@ def train(
         disable=not (progress and ranks.main),
     )
     for step in range(first, p.steps):
+        val = None
+        if val_rows and step % p.eval_every == 0:  # the policy before this step's update
+            val = validation_reward(compressor, val_rows, llm=llm, task=task, params=params)
+            val_curve.append((step, val))
         t0 = time.perf_counter()
         timer = Timer()
         idx = batch_indices(len(rows), step, p.prompts_per_step, params.base.seed)[
@@ -388,11 +396,8 @@ def train(
         metrics["train/bad_steps"] = float(bad_steps)
         metrics["train/lr_head"] = scheduler.get_last_lr()[-1]
         metrics.update({f"perf/{k}_s": v for k, v in timer.seconds.items()})
-        if val_rows and step % p.eval_every == 0:
-            metrics["reward/val"] = validation_reward(
-                compressor, val_rows, llm=llm, task=task, params=params
-            )  # the policy before this step's update
-            val_curve.append((step, metrics["reward/val"]))
+        if val is not None:
+            metrics["reward/val"] = val
         history.append(metrics)
         if live is not None:
             for name, value in metrics.items():

@@ -304,6 +304,47 @@ def freeze_word_embeddings(model: torch.nn.Module) -> int:
     return int(emb.weight.numel())
 
 
+def freeze_for_rl(model: torch.nn.Module, *, embeddings: bool, train_layers: int | None) -> None:
+    """``train.freeze_embeddings`` and ``train.train_layers`` applied to ``model``."""
+    if embeddings:
+        freeze_word_embeddings(model)
+    if train_layers is not None:
+        freeze_lower_layers(model, train_layers)
+
+
+def freeze_lower_layers(model: torch.nn.Module, train_top: int) -> int:
+    """Train only the top ``train_top`` transformer layers (and the head): the layers below
+    and the embeddings are frozen, so backward stops at the first trainable layer (RL's
+    backward + step is most of its non-LLM time). Returns how many parameters were frozen."""
+    layers = encoder_layers(model)
+    if train_top > len(layers):
+        raise ValueError(f"train.train_layers: {train_top} > the model's {len(layers)} layers")
+    frozen = [model.get_input_embeddings(), *layers[: len(layers) - train_top]]
+    embeddings = getattr(_base(model), "embeddings", None)  # positions, types, LayerNorm
+    if isinstance(embeddings, torch.nn.Module):
+        frozen.append(embeddings)
+    params = {id(q): q for module in frozen for q in module.parameters()}
+    for q in params.values():
+        q.requires_grad_(False)
+    return sum(q.numel() for q in params.values())
+
+
+def _base(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, getattr(model, "base_model_prefix", ""), model)
+
+
+def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The stack of transformer layers of an encoder (BERT/RoBERTa/XLM-R/DeBERTa style:
+    ``<base>.encoder.layer``; others: the longest ``ModuleList`` in the model)."""
+    stack = getattr(getattr(_base(model), "encoder", None), "layer", None)
+    if isinstance(stack, torch.nn.ModuleList):
+        return stack
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise ValueError(f"train.train_layers: no layer stack found in {type(model).__name__}")
+    return max(lists, key=len)
+
+
 def train_supervised(
     compressor: Compressor,
     rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],

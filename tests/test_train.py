@@ -200,6 +200,21 @@ def test_validation_reward_of_the_deployed_policy_is_logged(tmp_path: Path) -> N
     assert [s for s, _ in curve] == [0, 2, 4]
     assert [s for s, _ in record["val_rewards"]] == [0, 2, 4]
     assert all(0 < v <= 1 for _, v in curve)
+    # step 0 is the start model before any update; the last point is the saved model
+    from taco.tasks import get_task
+    from taco.train_state import load_rows
+
+    rows = load_rows(params, tmp_path, "val")[:3]
+    task = get_task("code", params)
+
+    def val_of(folder: str) -> float:
+        comp = Compressor.from_pretrained(folder, device="cpu")
+        return tr.validation_reward(comp, rows, llm=FakeLLM(), task=task, params=params)
+
+    assert record["val_rewards"][0][1] == pytest.approx(val_of(record["start_model"]), abs=6e-6)
+    assert record["val_rewards"][-1][1] == pytest.approx(
+        val_of(str(tr.paths(params, tmp_path)["model"])), abs=6e-6
+    )
 
 
 def test_line_units_train_and_are_saved_with_the_model(tmp_path: Path) -> None:

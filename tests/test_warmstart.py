@@ -194,3 +194,36 @@ def test_overlap_stage_reads_teacher_outputs(tmp_path: Path) -> None:
     assert 0.2 < record["label_keep_share"] <= 0.6
     out = tmp_path / "data" / "models" / "warmstart"
     assert Compressor.from_pretrained(str(out), device="cpu").unit == "sentence"
+
+
+def test_freeze_lower_layers_trains_only_the_top_of_the_stack() -> None:
+    import torch
+    from train_helpers import tiny_bert_config
+    from transformers import BertForTokenClassification
+
+    cfg = tiny_bert_config(100)
+    cfg.num_hidden_layers = 3
+    model = BertForTokenClassification(cfg)
+    frozen = ws.freeze_lower_layers(model, 1)
+    trainable = {n for n, q in model.named_parameters() if q.requires_grad}
+    assert trainable and all(
+        n.startswith(("bert.encoder.layer.2.", "classifier")) for n in trainable
+    )
+    assert any(n.startswith("classifier") for n in trainable)
+    assert frozen == sum(q.numel() for q in model.parameters() if not q.requires_grad)
+    ids = torch.randint(0, 100, (2, 7))
+    model(input_ids=ids).logits.sum().backward()
+    for n, q in model.named_parameters():
+        assert (q.grad is not None) == (n in trainable), n
+    with pytest.raises(ValueError, match=r"train\.train_layers: 4 > the model's 3 layers"):
+        ws.freeze_lower_layers(BertForTokenClassification(cfg), 4)
+
+
+def test_train_layers_is_range_checked(tmp_path) -> None:
+    from train_helpers import train_setup
+
+    from taco.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train\.train_layers"):
+        load_params(train_setup(tmp_path, train={"train_layers": -1}))
+    assert load_params(train_setup(tmp_path, train={"train_layers": 2})).train.train_layers == 2
