@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from taco.compressor import Compressor, Document, select_words
-from taco.config import Params, WarmstartParams, to_dict
+from taco.config import ConfigError, Params, WarmstartParams, to_dict
 from taco.selection import span_means, span_order_keys
 from taco.text import Alignment, align, span_ids
 
@@ -318,7 +318,7 @@ def freeze_lower_layers(model: torch.nn.Module, train_top: int) -> int:
     backward + step is most of its non-LLM time). Returns how many parameters were frozen."""
     layers = encoder_layers(model)
     if train_top > len(layers):
-        raise ValueError(f"train.train_layers: {train_top} > the model's {len(layers)} layers")
+        raise ConfigError(f"train.train_layers: {train_top} > the model's {len(layers)} layers")
     frozen = [model.get_input_embeddings(), *layers[: len(layers) - train_top]]
     embeddings = getattr(_base(model), "embeddings", None)  # positions, types, LayerNorm
     if isinstance(embeddings, torch.nn.Module):
@@ -341,7 +341,7 @@ def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
         return stack
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
     if not lists:
-        raise ValueError(f"train.train_layers: no layer stack found in {type(model).__name__}")
+        raise ConfigError(f"train.train_layers: no layer stack found in {type(model).__name__}")
     return max(lists, key=len)
 
 
