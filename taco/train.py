@@ -18,6 +18,7 @@ tokenizer, ``taco_run.json``) to ``<data_dir>/models/taco/``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import shutil
@@ -269,6 +270,19 @@ def _truncate_history(reports: Path, last_step: int) -> None:
         tsv.write_text("".join(kept), encoding="utf-8")
 
 
+def _drop_torn_summary(summary: Path) -> None:
+    """A ``kill -9`` while DVCLive rewrites its summary leaves it empty or cut, and DVCLive's
+    resume then fails to parse it: drop it (it only holds the latest values and is written
+    again at the next step; the history is in the .tsv files)."""
+    try:
+        json.loads(summary.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except ValueError:
+        log.warning("dropping %s: cut short by the crash (rewritten at the next step)", summary)
+        summary.unlink()
+
+
 def _open_live(reports: Path, resume_step: int | None) -> Any:
     try:
         from dvclive import Live
@@ -278,6 +292,7 @@ def _open_live(reports: Path, resume_step: int | None) -> Any:
 
     if resume_step is not None:
         _truncate_history(reports, resume_step - 1)
+        _drop_torn_summary(reports / "metrics.json")
     elif reports.exists():
         shutil.rmtree(reports)
     live = Live(dir=str(reports), resume=resume_step is not None, save_dvc_exp=False, dvcyaml=None)

@@ -247,3 +247,18 @@ def test_training_without_dvclive_still_records_the_run(
     assert json.loads((where["model"] / "taco_run.json").read_text())["steps"] == 2
     assert not (where["reports"] / "plots").exists()
     assert "dvclive is not installed" in caplog.text
+
+
+def test_a_summary_torn_by_kill_9_does_not_stop_the_resume(tmp_path: Path) -> None:
+    """kill -9 during DVCLive's rewrite of metrics.json leaves it cut; resuming must work."""
+    params = load_params(train_setup(tmp_path, train={"steps": 2}))
+    tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+    reports = tr.paths(params, tmp_path)["reports"]
+    summary = reports / "metrics.json"
+    assert json.loads(summary.read_text())["step"] == 1
+    summary.write_text('{"reward": {"mean": 0.3')  # cut mid-write
+    live = tr._open_live(reports, 2)
+    assert live.step == 2 and not summary.exists()
+    live.log_metric("reward/mean", 0.5)
+    live.next_step()
+    assert json.loads(summary.read_text())["reward"]["mean"] == 0.5
