@@ -108,7 +108,7 @@ def main() -> int:
         texts = []
         for d, s in zip(docs, per_doc, strict=True):
             budget = math.floor(args.rate * d.al.n_tokens + 1e-9)
-            keep = select_words(s, d.al.word_n_tokens, budget, fill=units[name] == "word")
+            keep = select_words(s, d.al.word_n_tokens, budget, unit=units[name])
             texts.append(render(d.al, keep))
         prompts = [task.prompt(t, e.question) for t, e in zip(texts, examples, strict=True)]
         outs = llm.generate(prompts, params.llm.max_new_tokens)

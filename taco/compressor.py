@@ -385,7 +385,7 @@ class Compressor:
         scores = ranking_scores(word_scores(token_probs, al), al, unit)
         forced = forced_words(al, force, keep_digits)
         scores = scores + (np.ptp(scores) + 1.0) * forced  # forced words first
-        keep = select_words(scores, costs, budget, fill=unit == "word")
+        keep = select_words(scores, costs, budget, unit=unit)
         text = render(al, keep, keep_newlines=keep_newlines)
         count = self._count(text)
         # Counters need not be additive over words (e.g. BPE merges, newline tokens):

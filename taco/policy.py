@@ -204,7 +204,7 @@ def sample_budget(
         row = []
         for j in range(k):
             keys = span_order_keys(noisy[j], spans)
-            chosen = idx[select_words(keys[idx], costs[idx], budget, fill=unit == "word")]
+            chosen = idx[select_words(keys[idx], costs[idx], budget, unit=unit)]
             picked = np.unique(spans[chosen])
             order = picked[np.argsort(-noisy[j, picked], kind="stable")]
             keep = np.asarray(enc.forced[b], dtype=bool).copy()

@@ -86,15 +86,15 @@ def token_budget(origin_tokens: int, rate: float | None, target_tokens: int | No
 
 
 def select_words(
-    scores: np.ndarray, costs: np.ndarray, budget: int, *, fill: bool = True
+    scores: np.ndarray, costs: np.ndarray, budget: int, *, unit: str = "word"
 ) -> np.ndarray:
     """Keep the highest-scoring words whose total cost fits ``budget`` (boolean mask).
 
     Words are taken in descending score order (ties: earlier word first); once the next
-    word does not fit, the remaining budget is filled (``fill``) with the best-ranked words
-    that still fit, so the shortfall is smaller than any word left out. Without ``fill``
-    the selection is exactly a prefix of the ranking (span units: whole spans, then the
-    start of the next one).
+    word does not fit, the remaining budget is filled with the best-ranked words that still
+    fit, so the shortfall is smaller than any word left out. For span units (``sentence``,
+    ``line``; scores from ``span_keys``) there is no fill: the selection is exactly a prefix
+    of the ranking — whole spans, then the start of the next one.
     """
     keep = np.zeros(scores.shape[0], dtype=bool)
     if scores.shape[0] == 0 or budget <= 0:
@@ -104,7 +104,7 @@ def select_words(
     cum = np.cumsum(c)
     n = int(np.searchsorted(cum, budget, side="right"))
     keep[order[:n]] = True
-    if not fill:
+    if unit != "word":
         return keep
     remaining = budget - (int(cum[n - 1]) if n else 0)
     rest, rest_cost = order[n:], c[n:]

@@ -59,12 +59,7 @@ from taco.train_state import (
     sync_gradients,
     weights_digest,
 )
-from taco.warmstart import (
-    adamw,
-    autocast,
-    freeze_for_rl,
-    is_compressor,
-)
+from taco.warmstart import adamw, autocast, freeze_for_rl, is_compressor
 
 log = logging.getLogger(__name__)
 

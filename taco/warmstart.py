@@ -247,7 +247,7 @@ def overlap_labels(
         spans = span_ids(al, unit)
         keys = span_order_keys(mix_position(span_means(hits, spans), position_bias), spans)
         budget = math.floor(rate * al.n_tokens + 1e-9)
-        labels.append(select_words(keys, al.word_n_tokens, budget, fill=unit == "word"))
+        labels.append(select_words(keys, al.word_n_tokens, budget, unit=unit))
     return labels
 
 

@@ -237,7 +237,7 @@ def test_select_words_greedy_fill():
     costs = np.array([2, 3, 1, 1])
     assert select_words(scores, costs, 4).tolist() == [True, False, True, True]
     # without fill: a prefix of the ranking only (span units)
-    assert select_words(scores, costs, 4, fill=False).tolist() == [True, False, False, False]
+    assert select_words(scores, costs, 4, unit="sentence").tolist() == [True, False, False, False]
     assert select_words(scores, costs, 0).tolist() == [False] * 4
     assert select_words(scores, costs, 100).all()
 
