@@ -2,12 +2,13 @@
 
 For each test row of ``<data_dir>/prepared/<task>/test.jsonl`` (with its teacher output from
 ``<data_dir>/teacher/<task>/test.jsonl``) every method keeps words up to ``--rate`` of the
-context's encoder tokens (same selection and text rebuilding for all). The target LLM then
-answers on the compressed prompt; scores: teacher-output fidelity (BLEU, ROUGE-L, exp mean
-log-prob of the teacher output) and the gold metric (BLEU for code, SQuAD F1 for QA).
-Differences to truncation come with paired bootstrap 95% CIs. Where rows have a question,
-``q_overlap`` is a retrieval baseline: the ``--unit`` spans (default sentences) sharing the
-most words with the question. The uncompressed prompt's gold score is printed last.
+context's tokens (the target LLM's; the encoder's with ``--budget-tokens encoder``), with the
+same selection and text rebuilding for all. The target LLM then answers on the compressed
+prompt; scores: teacher-output fidelity (BLEU, ROUGE-L, exp mean log-prob of the teacher
+output) and the gold metric (BLEU for code, SQuAD F1 for QA). Differences to truncation come
+with paired bootstrap 95% CIs. Where rows have a question, ``q_overlap`` is a retrieval
+baseline: the ``--unit`` spans (default sentences) sharing the most words with the question.
+The uncompressed prompt's gold score is printed last.
 
     .venv/bin/python bench/rl_vs_truncation.py --params params.x.yaml \
         --model start=data-x/models/warmstart --model trained=data-x/models/taco
@@ -56,16 +57,28 @@ def main() -> int:
         default=None,
         help="selection unit of the models (default: each model's own) and of the overlap baseline",
     )
+    ap.add_argument(
+        "--budget-tokens",
+        choices=["llm", "encoder"],
+        default="llm",
+        help="units of every method's budget: the target LLM's tokens (as `taco train` counts "
+        "by default) or the encoder's",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from taco.compressor import Compressor, ranking_scores, select_words, word_scores
+    from taco.compressor import (
+        Compressor,
+        fit_budget,
+        ranking_scores,
+        select_words,
+        word_scores,
+    )
     from taco.config import load_params
-    from taco.llm import build_llm
+    from taco.llm import LLMTokenCounter, build_llm
     from taco.metrics import rouge_l, sentence_bleu
     from taco.tasks import get_task
     from taco.teacher import read_examples
-    from taco.text import render
 
     params = load_params(args.params)
     data = Path(params.base.data_dir)
@@ -79,6 +92,8 @@ def main() -> int:
     llm = build_llm(params.llm)
     models = dict(m.split("=", 1) for m in args.model)
     base = Compressor.from_pretrained(next(iter(models.values()), None), device="cpu")
+    if args.budget_tokens == "llm":
+        base.token_counter = LLMTokenCounter(llm)
     docs = [base.prepare(e.context, e.question) for e in examples]
     rng = np.random.default_rng(params.base.seed)
     unit = args.unit or "sentence"
@@ -107,9 +122,11 @@ def main() -> int:
     for name, per_doc in scores.items():
         texts = []
         for d, s in zip(docs, per_doc, strict=True):
-            budget = math.floor(args.rate * d.al.n_tokens + 1e-9)
-            keep = select_words(s, d.al.word_n_tokens, budget, unit=units[name])
-            texts.append(render(d.al, keep))
+            origin, costs = base.budget_costs(d)
+            budget = math.floor(args.rate * origin + 1e-9)
+            keep = select_words(s, costs, budget, unit=units[name])
+            order = np.argsort(s, kind="stable")  # inference's rule: the real count fits
+            texts.append(fit_budget(d.al, keep, order, costs, budget, base.count_tokens)[0])
         prompts = [task.prompt(t, e.question) for t, e in zip(texts, examples, strict=True)]
         outs = llm.generate(prompts, params.llm.max_new_tokens)
         lls = llm.loglik(prompts, ys) if hasattr(llm, "loglik") else [math.nan] * len(ys)
@@ -130,7 +147,10 @@ def main() -> int:
             / np.maximum(origin, 1),
         }
     table = {}
-    print(f"task={params.base.task} rows={len(examples)} rate={args.rate}")
+    print(
+        f"task={params.base.task} rows={len(examples)} rate={args.rate} "
+        f"budget_tokens={args.budget_tokens}"
+    )
     print(f"{'method':<12}" + "".join(f"{k:>26}" for k in results["truncation"]))
     for name, res in results.items():
         row = {}

@@ -5,7 +5,7 @@ Uses real prompts from ../shared/data/<task>/dev.jsonl, the compressor and LLM o
 (default: the embedded MiniLM policy and SmolLM2-135M with the `loglik` reward). Teacher
 outputs for the prompts are computed first (and cached).
 
-    .venv/bin/python bench/train_step.py                       # code, bf16 auto, 4x4
+    .venv/bin/python bench/train_step.py                       # code, bf16 auto, params' k
     .venv/bin/python bench/train_step.py --task qa --fp32      # fp32 encoder
 """
 
@@ -32,8 +32,8 @@ def main() -> int:
     ap.add_argument("--task", default="code", choices=("code", "qa", "summarization"))
     ap.add_argument("--model", default=None, help="compressor folder (default: warm start/base)")
     ap.add_argument("--steps", type=int, default=6, help="timed steps (after 1 warm-up)")
-    ap.add_argument("--prompts", type=int, default=4, help="prompts per step")
-    ap.add_argument("--k", type=int, default=4, help="samples per prompt")
+    ap.add_argument("--prompts", type=int, default=None, help="prompts per step (params')")
+    ap.add_argument("--k", type=int, default=None, help="samples per prompt (params')")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast for the encoder")
     ap.add_argument("--reward", default=None, choices=("loglik", "taco_rl"))
     args = ap.parse_args()
@@ -48,12 +48,14 @@ def main() -> int:
     from taco.sources import load_shared
     from taco.tasks import get_task
     from taco.teacher import teacher_outputs
-    from taco.train import Timer, start_model, train_step
+    from taco.train import Timer, set_budget_units, start_model, train_step
     from taco.train_state import TrainRow
     from taco.warmstart import adamw, freeze_for_rl
 
     params = load_params(args.params)
     sections = dict(params.sections)
+    args.prompts = args.prompts or params.train.prompts_per_step
+    args.k = args.k or params.train.samples_per_prompt
     train_over = {"prompts_per_step": args.prompts, "samples_per_prompt": args.k}
     if args.fp32:
         train_over["bf16"] = False
@@ -77,6 +79,7 @@ def main() -> int:
     model = args.model or start_model(params, ROOT)
     comp = Compressor.from_pretrained(model, max_seq_len=params.train.max_seq_len)
     p = params.train
+    set_budget_units(comp, llm, p)
     freeze_for_rl(comp.model, embeddings=p.freeze_embeddings, train_layers=p.train_layers)
     opt = adamw(comp.model, p.lr, p.head_lr, p.weight_decay)
     gen = torch.Generator(device=comp.device).manual_seed(0)

@@ -116,6 +116,37 @@ class Document:
     question_ids: np.ndarray | None
 
 
+def fit_budget(
+    al: Alignment,
+    keep: np.ndarray,
+    order: np.ndarray,
+    costs: np.ndarray,
+    budget: int,
+    count: Any,
+    keep_newlines: bool = True,
+) -> tuple[str, int]:
+    """Rebuild the kept words (``keep``, changed in place) and, while the text's real
+    ``count`` exceeds ``budget``, drop the kept words that come first in ``order`` (the
+    lowest-ranked first). Word costs are not additive: BPE merges, and the line breaks and
+    indentation ``render`` keeps, cost tokens no word is charged for. Returns the text and
+    its count."""
+    text = render(al, keep, keep_newlines=keep_newlines)
+    n = count(text)
+    while n > budget:
+        kept_low = order[keep[order]]
+        if kept_low.size == 0:
+            break
+        excess, dropped = n - budget, 0
+        for w in kept_low.tolist():
+            keep[w] = False
+            dropped += max(int(costs[w]), 1)
+            if dropped >= excess:
+                break
+        text = render(al, keep, keep_newlines=keep_newlines)
+        n = count(text)
+    return text, n
+
+
 class Compressor:
     """A prompt compressor: an encoder with a 2-label (drop/keep) token-classification head."""
 
@@ -354,10 +385,20 @@ class Compressor:
 
     # ---------------------------------------------------------------------------- selection
 
-    def _count(self, text: str) -> int:
+    def count_tokens(self, text: str) -> int:
+        """Length of ``text`` in the budget's units (``token_counter``, else the encoder's)."""
         if self.token_counter is None:
             return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
         return int(self.token_counter(text))
+
+    def budget_costs(self, doc: Document) -> tuple[int, np.ndarray]:
+        """The budget's units for ``doc``: its context length and each word's cost, in the
+        ``token_counter``'s tokens (the target LLM's) when set, else the encoder's."""
+        al = doc.al
+        if self.token_counter is None:
+            return al.n_tokens, al.word_n_tokens
+        costs = np.asarray(count_many(self.token_counter, al.words()), dtype=np.int64)
+        return self.count_tokens(al.text), costs
 
     def _select(
         self,
@@ -376,31 +417,14 @@ class Compressor:
         if al.n_words == 0:
             return CompressionResult.build("", 0, 0)
         keep_newlines = "\n" in force
-        if self.token_counter is None:
-            origin, costs = al.n_tokens, al.word_n_tokens
-        else:
-            origin = self._count(al.text)
-            costs = np.asarray(count_many(self.token_counter, al.words()), dtype=np.int64)
+        origin, costs = self.budget_costs(doc)
         budget = token_budget(origin, rate, target_tokens)
         scores = ranking_scores(word_scores(token_probs, al), al, unit)
         forced = forced_words(al, force, keep_digits)
         scores = scores + (np.ptp(scores) + 1.0) * forced  # forced words first
         keep = select_words(scores, costs, budget, unit=unit)
-        text = render(al, keep, keep_newlines=keep_newlines)
-        count = self._count(text)
-        # Counters need not be additive over words (e.g. BPE merges, newline tokens):
-        # drop the lowest-ranked kept words until the rebuilt text fits the budget.
         order = np.argsort(scores, kind="stable")
-        while count > budget:
-            kept_low = order[keep[order]]
-            excess, dropped = count - budget, 0
-            for w in kept_low.tolist():
-                keep[w] = False
-                dropped += max(int(costs[w]), 1)
-                if dropped >= excess:
-                    break
-            text = render(al, keep, keep_newlines=keep_newlines)
-            count = self._count(text)
+        text, count = fit_budget(al, keep, order, costs, budget, self.count_tokens, keep_newlines)
         idx = np.flatnonzero(keep)
         spans = tuple(zip(al.word_start[idx].tolist(), al.word_end[idx].tolist(), strict=True))
         parts = None
@@ -414,7 +438,7 @@ class Compressor:
                 for lo, hi in segments
             )
             text = "\n\n".join(parts)
-            count = self._count(text)
+            count = self.count_tokens(text)
         return CompressionResult.build(text, origin, count, spans, parts)
 
 

@@ -227,7 +227,7 @@ class PrepareParams:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     max_rows: Mapping[str, int | None] = dataclasses.field(
-        default_factory=lambda: types.MappingProxyType({"train": 512, "val": 64, "test": 128})
+        default_factory=lambda: types.MappingProxyType({"train": 256, "val": 64, "test": 128})
     )
 
     def validate(self) -> None:
@@ -405,12 +405,13 @@ class TrainParams:
 
     base_model: str | None = None  # null = embedded MiniLM (fresh head → warm start first)
     steps: int = 60
-    prompts_per_step: int = 4  # over all ranks
-    samples_per_prompt: int = 4  # k; 1 + baseline none = the paper
+    prompts_per_step: int = 2  # over all ranks
+    samples_per_prompt: int = 8  # k (one encoder pass for all k); 1 + baseline none = the paper
     level: typing.Literal["word", "token"] = "word"  # action unit (taco/policy.py)
     sampling: typing.Literal["bernoulli", "budget"] = "budget"  # see taco/policy.py
     unit: typing.Literal["word", "sentence", "line"] = "word"  # budget keeps these whole
     rate: float | None = None  # budget sampling: share of tokens kept (null = reward.rate)
+    budget_tokens: typing.Literal["llm", "encoder"] = "llm"  # units of the budget (and val)
     baseline: typing.Literal["loo", "none"] = "loo"
     normalize_advantages: bool = False
     logprob: typing.Literal["sum", "mean"] = "sum"  # per-sequence log-prob reduction

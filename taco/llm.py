@@ -153,6 +153,20 @@ class CachedLLM(LLM):
         return self.inner.count_tokens(texts)
 
 
+class LLMTokenCounter:
+    """An LLM's token counts as a ``TokenCounter`` (``Compressor(token_counter=...)``), so
+    budgets are in the tokens the LLM reads, scores and bills."""
+
+    def __init__(self, llm: LLM) -> None:
+        self.llm = llm
+
+    def __call__(self, text: str) -> int:
+        return self.llm.count_tokens([text])[0]
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        return self.llm.count_tokens(list(texts))
+
+
 def build_llm(params: Any, *, cache: bool | None = None) -> LLM:
     """The LLM that ``params`` (an ``LLMParams``) describes, wrapped in the cache when enabled."""
     if params.backend == "local":

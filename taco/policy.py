@@ -29,13 +29,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
 import torch
 
-from taco.compressor import Compressor, Document, forced_words, length_buckets, select_words
+from taco.compressor import (
+    Compressor,
+    Document,
+    fit_budget,
+    forced_words,
+    length_buckets,
+    select_words,
+)
 from taco.reinforce import plackett_luce_log_prob, token_log_probs, word_log_probs
 from taco.selection import span_order_keys
 from taco.text import render, span_ids
@@ -55,6 +62,8 @@ class Encoded:
     logp_drop: torch.Tensor
     mask: torch.Tensor
     forced: list[np.ndarray]
+    budget: list[tuple[int, np.ndarray]]  # Compressor.budget_costs: (length, word costs)
+    count: Callable[[str], int]  # Compressor.count_tokens: a text's length in those units
 
     def n_units(self, b: int) -> int:
         al = self.docs[b].al
@@ -141,7 +150,10 @@ def encode(
     mask = torch.zeros((len(docs), width), dtype=torch.bool, device=device)
     for b, m in enumerate(masks):
         mask[b, : m.shape[0]] = m
-    return Encoded(list(docs), level, logp_keep, logp_drop, mask, forced_all)
+    budget = [compressor.budget_costs(d) for d in docs]
+    return Encoded(
+        list(docs), level, logp_keep, logp_drop, mask, forced_all, budget, compressor.count_tokens
+    )
 
 
 def sample(enc: Encoded, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -164,16 +176,19 @@ def sample_budget(
     rate: float,
     generator: torch.Generator | None = None,
     unit: str = "word",
+    keep_newlines: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` compressions per prompt at a fixed token budget, as inference selects words.
 
     Each sample perturbs the item scores (logits of p(keep)) with Gumbel noise and keeps the
-    best items until ``rate`` of the prompt's encoder tokens is used (forced words first) —
-    ``select_words``, the inference rule, on noisy scores. That is sampling without
-    replacement in a Plackett–Luce model, so log π = the log-probability of picking the kept
-    items in their perturbed order. Items are words, or with ``unit`` sentence/line whole
-    spans scored by the mean p(keep) of their words (inference's span rule; the last span
-    picked may be kept only in part). Returns actions ``(B, k, T)`` and log π ``(B, k)``
+    best items until ``rate`` of the prompt's tokens is used (forced words first) —
+    ``select_words`` and ``fit_budget``, the inference rule, on noisy scores; tokens are the
+    compressor's ``token_counter``'s (training sets the reward LLM's) or the encoder's. That
+    is sampling without replacement in a Plackett–Luce model, so log π = the log-probability
+    of picking the kept items in their perturbed order. Items are words, or with ``unit``
+    sentence/line whole spans scored by the mean p(keep) of their words (inference's span
+    rule; the last span picked may be kept only in part). Returns actions ``(B, k, T)`` and
+    log π ``(B, k)``
     (with autograd). Word-level encodings only.
     """
     if enc.level != "word":
@@ -197,18 +212,23 @@ def sample_budget(
             mask = torch.zeros(n_items, dtype=torch.bool, device=device)
             mask = mask.index_fill(0, st[action], True)  # spans with an action word
         idx = np.flatnonzero(action.cpu().numpy())
-        costs = al.word_n_tokens
-        budget = math.floor(rate * al.n_tokens + 1e-9) - int(costs[enc.forced[b]].sum())
+        origin, costs = enc.budget[b]
+        total = math.floor(rate * origin + 1e-9)
+        budget = total - int(costs[enc.forced[b]].sum())
         u = torch.rand((k, n_items), generator=generator, device=device).clamp(1e-12, 1 - 1e-7)
         noisy = (scores.detach() - torch.log(-torch.log(u))).cpu().numpy()
         row = []
         for j in range(k):
             keys = span_order_keys(noisy[j], spans)
             chosen = idx[select_words(keys[idx], costs[idx], budget, unit=unit)]
-            picked = np.unique(spans[chosen])
-            order = picked[np.argsort(-noisy[j, picked], kind="stable")]
             keep = np.asarray(enc.forced[b], dtype=bool).copy()
             keep[chosen] = True
+            # the rebuilt text's real count fits too: the last picks go first (a shorter prefix)
+            low_first = chosen[np.argsort(keys[chosen], kind="stable")]
+            fit_budget(al, keep, low_first, costs, total, enc.count, keep_newlines)
+            chosen = chosen[keep[chosen]]
+            picked = np.unique(spans[chosen])
+            order = picked[np.argsort(-noisy[j, picked], kind="stable")]
             actions[b, j, :n] = torch.as_tensor(keep, device=device)
             row.append(plackett_luce_log_prob(scores, torch.as_tensor(order, device=device), mask))
         log_probs.append(torch.stack(row) if row else torch.zeros(k, device=device))

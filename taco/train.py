@@ -128,6 +128,15 @@ class Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
+def set_budget_units(compressor: Compressor, llm: Any, p: TrainParams) -> None:
+    """Count sampling budgets and ``reward/val`` compressions in the reward LLM's tokens
+    (``train.budget_tokens: llm``: the reward's L_o and L_c, so RL cannot gain by keeping
+    words the encoder counts as cheaper than the LLM reads them) or the encoder's."""
+    from taco.llm import LLMTokenCounter
+
+    compressor.token_counter = LLMTokenCounter(llm) if p.budget_tokens == "llm" else None
+
+
 def train_step(
     compressor: Compressor,
     rows: Sequence[TrainRow],
@@ -156,7 +165,9 @@ def train_step(
     with timer("sample_and_text"):
         if p.sampling == "budget":
             rate = p.rate if p.rate is not None else params.reward.rate
-            actions, logp = policy.sample_budget(enc, k, rate, generator, p.unit)
+            actions, logp = policy.sample_budget(
+                enc, k, rate, generator, p.unit, keep_newlines="\n" in p.force_tokens
+            )
         else:
             actions = policy.sample(enc, k, generator)
         samples = policy.build(enc, actions, keep_newlines="\n" in p.force_tokens)
@@ -342,6 +353,7 @@ def train(
         if ranks.main:
             log.info("resuming from step %d (%s)", first, where["checkpoints"])
     llm = llm or build_llm(params.llm)
+    set_budget_units(compressor, llm, p)
     val_rows: list[TrainRow] = []
     if ranks.main and p.eval_rows:
         try:

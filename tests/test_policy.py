@@ -212,3 +212,31 @@ def test_span_budget_sampling_keeps_whole_sentences(compressor: Compressor) -> N
     logp.sum().backward()
     assert compressor.model.classifier.weight.grad is not None
     compressor.model.zero_grad()
+
+
+def test_budget_sampling_counts_in_the_token_counters_units() -> None:
+    """With a ``token_counter`` (training sets the reward LLM's), sampling budgets in its
+    units, as ``Compressor.compress`` does: a counter that makes long words expensive must
+    change which word sets fit, and every sample stays within its budget."""
+    tok = AutoTokenizer.from_pretrained(str(embedded_encoder_path()))
+    torch.manual_seed(0)
+    model = BertForTokenClassification(tiny_bert_config(tok.vocab_size, 64))
+    chars = Compressor(model, tok, device="cpu", max_seq_len=64, token_counter=len)
+    docs = policy.prepare(chars, [TEXT], [QUESTION])
+    enc = policy.encode(chars, docs, force_tokens=())
+    origin, costs = enc.budget[0]
+    al = docs[0].al
+    assert origin == len(al.text) and costs.tolist() == [len(w) for w in al.words()]
+    actions, _ = policy.sample_budget(enc, 8, 0.3, torch.Generator().manual_seed(0))
+    kept = [actions[0, j, : al.n_words].bool().numpy() for j in range(8)]
+    budget = int(0.3 * origin)
+    # the rebuilt text's real count fits (word costs leave out the spaces between words)
+    texts = policy.build(enc, actions).texts[0]
+    assert all(budget - 2 * (costs.max() + 1) < len(t) <= budget for t in texts)
+    assert all(int(costs[k].sum()) <= budget for k in kept)
+    # in encoder tokens the same samples are not at 30%: the units really changed
+    enc_share = [al.word_n_tokens[k].sum() / al.n_tokens for k in kept]
+    assert max(abs(s - 0.3) for s in enc_share) > 0.005
+    # the greedy path agrees on the units
+    out = chars.compress(TEXT, rate=0.3, question=QUESTION, force_tokens=())
+    assert len(out.compressed_prompt) <= int(0.3 * len(TEXT))

@@ -262,3 +262,18 @@ def test_a_summary_torn_by_kill_9_does_not_stop_the_resume(tmp_path: Path) -> No
     live.log_metric("reward/mean", 0.5)
     live.next_step()
     assert json.loads(summary.read_text())["reward"]["mean"] == 0.5
+
+
+def test_budgets_count_the_reward_llms_tokens_by_default(tmp_path: Path) -> None:
+    """``train.budget_tokens: llm`` (default): every sample keeps at most the reward's rate of
+    the LLM's tokens, the rebuilt text included (FakeLLM counts characters, far from the
+    encoder's tokens); ``encoder`` budgets land elsewhere."""
+    rates = {}
+    for units in ("llm", "encoder"):
+        root = tmp_path / units
+        over = {"sampling": "budget", "steps": 2, "budget_tokens": units, "eval_rows": 0}
+        params = load_params(train_setup(root, train=over))
+        tr.train(params, root, llm=FakeLLM(), progress=False)
+        rates[units] = [v for _, v in _tsv(tr.paths(params, root)["reports"], "compression/rate")]
+    assert all(0.4 < v <= 0.5 for v in rates["llm"]), rates
+    assert max(abs(a - b) for a, b in zip(rates["llm"], rates["encoder"], strict=True)) > 0.005
