@@ -124,9 +124,15 @@ def main() -> int:
         for d, s in zip(docs, per_doc, strict=True):
             origin, costs = base.budget_costs(d)
             budget = math.floor(args.rate * origin + 1e-9)
-            keep = select_words(s, costs, budget, unit=units[name])
-            order = np.argsort(s, kind="stable")  # inference's rule: the real count fits
-            texts.append(fit_budget(d.al, keep, order, costs, budget, base.count_tokens)[0])
+            _, text, _ = fit_budget(  # inference's rule: the real count fits the budget
+                d.al,
+                lambda b, s=s, c=costs, u=units[name]: select_words(s, c, b, unit=u),
+                np.argsort(s, kind="stable"),
+                costs,
+                budget,
+                base.count_tokens,
+            )
+            texts.append(text)
         prompts = [task.prompt(t, e.question) for t, e in zip(texts, examples, strict=True)]
         outs = llm.generate(prompts, params.llm.max_new_tokens)
         lls = llm.loglik(prompts, ys) if hasattr(llm, "loglik") else [math.nan] * len(ys)

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -118,33 +118,48 @@ class Document:
 
 def fit_budget(
     al: Alignment,
-    keep: np.ndarray,
+    select: Callable[[int], np.ndarray],
     order: np.ndarray,
     costs: np.ndarray,
     budget: int,
-    count: Any,
+    count: Callable[[str], int],
     keep_newlines: bool = True,
-) -> tuple[str, int]:
-    """Rebuild the kept words (``keep``, changed in place) and, while the text's real
-    ``count`` exceeds ``budget``, drop the kept words that come first in ``order`` (the
-    lowest-ranked first). Word costs are not additive: BPE merges, and the line breaks and
-    indentation ``render`` keeps, cost tokens no word is charged for. Returns the text and
-    its count."""
-    text = render(al, keep, keep_newlines=keep_newlines)
-    n = count(text)
+    rounds: int = 4,
+) -> tuple[np.ndarray, str, int]:
+    """The kept words whose rebuilt text comes closest to ``budget`` by its real ``count``
+    without exceeding it. Word costs are not additive (BPE merges across words, and the line
+    breaks and indentation ``render`` keeps): ``select(b)`` (a keep mask for an additive
+    word-cost budget ``b``) is called with ``b`` moved by the miss, for a few ``rounds``;
+    if none fits, the words first in ``order`` (droppable words, lowest-ranked first) are
+    dropped until the text does. Returns (keep, text, count)."""
+    target, best, keep = budget, None, None
+    for _ in range(rounds):
+        keep = select(target)
+        text = render(al, keep, keep_newlines=keep_newlines)
+        n = count(text)
+        if n <= budget and (best is None or n > best[2]):
+            best = (keep, text, n)
+        if n == budget or (best is not None and n > budget):  # as full as it gets
+            break
+        target += budget - n
+    if best is not None:
+        return best
+    assert keep is not None
+    keep = keep.copy()
     while n > budget:
         kept_low = order[keep[order]]
         if kept_low.size == 0:
             break
-        excess, dropped = n - budget, 0
+        excess, dropped = n - budget, 0.0
+        scale = n / max(int(costs[keep].sum()), 1)  # real tokens per charged token
         for w in kept_low.tolist():
             keep[w] = False
-            dropped += max(int(costs[w]), 1)
+            dropped += max(int(costs[w]), 1) * scale
             if dropped >= excess:
                 break
         text = render(al, keep, keep_newlines=keep_newlines)
         n = count(text)
-    return text, n
+    return keep, text, n
 
 
 class Compressor:
@@ -422,9 +437,15 @@ class Compressor:
         scores = ranking_scores(word_scores(token_probs, al), al, unit)
         forced = forced_words(al, force, keep_digits)
         scores = scores + (np.ptp(scores) + 1.0) * forced  # forced words first
-        keep = select_words(scores, costs, budget, unit=unit)
-        order = np.argsort(scores, kind="stable")
-        text, count = fit_budget(al, keep, order, costs, budget, self.count_tokens, keep_newlines)
+        keep, text, count = fit_budget(
+            al,
+            lambda b: select_words(scores, costs, b, unit=unit),
+            np.argsort(scores, kind="stable"),
+            costs,
+            budget,
+            self.count_tokens,
+            keep_newlines,
+        )
         idx = np.flatnonzero(keep)
         spans = tuple(zip(al.word_start[idx].tolist(), al.word_end[idx].tolist(), strict=True))
         parts = None

@@ -28,6 +28,7 @@ has the target rate, so the reward measures only *which* words were kept).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -211,28 +212,46 @@ def sample_budget(
             scores = lk - ld
             mask = torch.zeros(n_items, dtype=torch.bool, device=device)
             mask = mask.index_fill(0, st[action], True)  # spans with an action word
-        idx = np.flatnonzero(action.cpu().numpy())
+        action_np = action.cpu().numpy()
+        idx = np.flatnonzero(action_np)
         origin, costs = enc.budget[b]
         total = math.floor(rate * origin + 1e-9)
-        budget = total - int(costs[enc.forced[b]].sum())
+        forced = np.asarray(enc.forced[b], dtype=bool)
         u = torch.rand((k, n_items), generator=generator, device=device).clamp(1e-12, 1 - 1e-7)
         noisy = (scores.detach() - torch.log(-torch.log(u))).cpu().numpy()
         row = []
         for j in range(k):
             keys = span_order_keys(noisy[j], spans)
-            chosen = idx[select_words(keys[idx], costs[idx], budget, unit=unit)]
-            keep = np.asarray(enc.forced[b], dtype=bool).copy()
-            keep[chosen] = True
-            # the rebuilt text's real count fits too: the last picks go first (a shorter prefix)
-            low_first = chosen[np.argsort(keys[chosen], kind="stable")]
-            fit_budget(al, keep, low_first, costs, total, enc.count, keep_newlines)
-            chosen = chosen[keep[chosen]]
+            select = functools.partial(
+                _budget_keep, forced=forced, idx=idx, keys=keys, costs=costs, unit=unit
+            )
+            # the rebuilt text's real count fits; if trimmed, the last picks go first
+            low_first = idx[np.argsort(keys[idx], kind="stable")]
+            keep, _, _ = fit_budget(al, select, low_first, costs, total, enc.count, keep_newlines)
+            chosen = np.flatnonzero(keep & action_np)
             picked = np.unique(spans[chosen])
             order = picked[np.argsort(-noisy[j, picked], kind="stable")]
             actions[b, j, :n] = torch.as_tensor(keep, device=device)
             row.append(plackett_luce_log_prob(scores, torch.as_tensor(order, device=device), mask))
         log_probs.append(torch.stack(row) if row else torch.zeros(k, device=device))
     return actions, torch.stack(log_probs)
+
+
+def _budget_keep(
+    target: int,
+    *,
+    forced: np.ndarray,
+    idx: np.ndarray,
+    keys: np.ndarray,
+    costs: np.ndarray,
+    unit: str,
+) -> np.ndarray:
+    """Forced words plus the action words ``idx`` that ``select_words`` keeps by ``keys``
+    within ``target`` tokens (forced words' cost first)."""
+    keep = forced.copy()
+    room = target - int(costs[forced].sum())
+    keep[idx[select_words(keys[idx], costs[idx], room, unit=unit)]] = True
+    return keep
 
 
 def word_masks(enc: Encoded, actions: torch.Tensor) -> list[list[np.ndarray]]:

@@ -16,9 +16,11 @@ from taco.compressor import (
     CompressionResult,
     Compressor,
     HFTokenCounter,
+    fit_budget,
     select_words,
     token_budget,
 )
+from taco.text import render
 
 
 @pytest.fixture(scope="module")
@@ -391,3 +393,30 @@ def test_span_units_on_real_text_meet_the_budget_with_at_most_one_partial_span(
                 keep[forced].all()
                 or res.compressed_tokens >= token_budget(res.origin_tokens, rate, None) - 2
             )
+
+
+def test_fit_budget_refills_when_word_costs_overcount(comp):
+    """Word costs that overcount the text (here 2x) would leave half the budget unused;
+    ``fit_budget`` moves the word budget until the real count is full but never over, and
+    trims when even the first pick is over."""
+    al = comp.prepare("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu", "").al
+    words = al.words()
+    costs = np.array([2 * len(w) for w in words])
+    scores = -np.arange(len(words), dtype=float)  # keep the start
+
+    def count(text: str) -> int:
+        return len(text.replace(" ", ""))
+
+    budget = 30
+
+    def select(b: int) -> np.ndarray:
+        return select_words(scores, costs, b)
+
+    _, text, n = fit_budget(al, select, np.argsort(scores), costs, budget, count)
+    assert n == count(text) and budget - max(map(len, words)) < n <= budget
+    assert count(render(al, select(budget))) <= budget // 2 + 1  # one plain pick: half empty
+    # under-counting costs: the first pick is over the budget, so it is trimmed to fit
+    cheap = np.ones(len(words), dtype=int)
+    _, text, n = fit_budget(al, lambda b: select_words(scores, cheap, b), np.argsort(scores),
+                            cheap, budget, count, rounds=1)  # fmt: skip
+    assert n == count(text) and budget - 2 * max(map(len, words)) < n <= budget
