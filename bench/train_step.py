@@ -109,8 +109,12 @@ def main() -> int:
         print(f"{k:<20}{med[k]:>10.3f}{med[k] / med['step']:>9.1%}")
     print(f"{'step':<20}{med['step']:>10.3f}{1:>9.1%}")
     overhead = 1 - med["llm_and_reward"] / med["step"]
+    total = 1 - sum(s["llm_and_reward"] for s in totals) / sum(s["step"] for s in totals)
     samples = args.prompts * args.k
-    print(f"non-LLM overhead: {overhead:.1%} of the step; {samples / med['step']:.2f} samples/s")
+    print(
+        f"non-LLM overhead: {overhead:.1%} of the median step, {total:.1%} of all timed steps; "
+        f"{samples / med['step']:.2f} samples/s"
+    )
     return 0
 
 
