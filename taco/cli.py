@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from taco import __version__
 
@@ -87,6 +87,14 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
         "--question", default="", help="task question the encoder reads (never compressed)"
     )
     p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="NAME",
+        help="count the budget in the target LLM's tokens: a tokenizer folder or hub id, "
+        "'embedded' (SmolLM2, the default target LLM, as `taco train` counts) or "
+        "'tiktoken:ENCODING' (e.g. tiktoken:cl100k_base); default: the encoder's tokens",
+    )
+    p.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "auto"),
         default="float32",
@@ -97,13 +105,31 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
     return _run_compress
 
 
+def _counter(spec: str | None) -> Any:
+    """``--tokenizer``: the token counter the budget is counted in (None: the encoder's)."""
+    if spec is None:
+        return None
+    from taco.compressor import HFTokenCounter, tiktoken_counter
+
+    try:
+        if spec.startswith("tiktoken:"):
+            return tiktoken_counter(spec.split(":", 1)[1])
+        from taco.llm_local import load_tokenizer
+
+        return HFTokenCounter(load_tokenizer(None if spec == "embedded" else spec))
+    except (OSError, ValueError, ImportError, KeyError) as exc:
+        raise UsageError(f"--tokenizer {spec!r}: cannot load it ({exc})") from None
+
+
 def _run_compress(args: argparse.Namespace) -> int:
     from taco.compressor import Compressor, check_budget_args
 
     check_budget_args(args.rate, args.target_tokens)  # before the (slow) model load
     text = _read_input(args.file)
     force = tuple(args.force_token) if args.force_token is not None else ("\n",)
-    compressor = Compressor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    compressor = Compressor.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, token_counter=_counter(args.tokenizer)
+    )
     result = compressor.compress(
         text,
         rate=args.rate,

@@ -75,3 +75,22 @@ def test_errors_are_one_line_and_exit_2(args, message):
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("taco: error: ") and message in lines[0]
+
+
+def test_compress_counts_the_budget_in_the_target_llms_tokens(tmp_path):
+    """``--tokenizer embedded``: origin and kept counts are SmolLM2 tokens (as `taco train`
+    budgets), the kept text fits the rate in those tokens; a bad name is a clear error."""
+    from taco.llm_local import load_tokenizer
+
+    rows = (json.loads(line) for line in shared_data("code").open())
+    text = next(r["context"] for r in rows if len(r["context"]) > 600)
+    out = run("compress", "--rate", "0.5", "--tokenizer", "embedded", "--json", "-", stdin=text)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)["taco"]
+    tok = load_tokenizer(None)
+    count = len(tok(data["compressed_prompt"], add_special_tokens=False)["input_ids"])
+    assert data["origin_tokens"] == len(tok(text, add_special_tokens=False)["input_ids"])
+    assert data["compressed_tokens"] == count <= data["origin_tokens"] // 2
+    assert count > 0.4 * data["origin_tokens"]  # filled, not just under
+    bad = run("compress", "--rate", "0.5", "--tokenizer", str(tmp_path / "nope"), "-", stdin="a b")
+    assert bad.returncode != 0 and "--tokenizer" in bad.stderr and "Traceback" not in bad.stderr
