@@ -50,7 +50,7 @@ def main() -> int:
     from taco.teacher import teacher_outputs
     from taco.train import Timer, set_budget_units, start_model, train_step
     from taco.train_state import TrainRow
-    from taco.warmstart import adamw, freeze_for_rl
+    from taco.warmstart import adamw, freeze_for_rl, training_attention
 
     params = load_params(args.params)
     sections = dict(params.sections)
@@ -81,6 +81,7 @@ def main() -> int:
     p = params.train
     set_budget_units(comp, llm, p)
     freeze_for_rl(comp.model, embeddings=p.freeze_embeddings, train_layers=p.train_layers)
+    training_attention(comp.model, comp.device)
     opt = adamw(comp.model, p.lr, p.head_lr, p.weight_decay)
     gen = torch.Generator(device=comp.device).manual_seed(0)
     totals: list[dict[str, float]] = []

@@ -59,7 +59,7 @@ from taco.train_state import (
     sync_gradients,
     weights_digest,
 )
-from taco.warmstart import adamw, autocast, freeze_for_rl, is_compressor
+from taco.warmstart import adamw, autocast, freeze_for_rl, is_compressor, training_attention
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +337,7 @@ def train(
     model = compressor.model  # eval mode: no dropout, so sampling and log-probs agree
     broadcast_parameters(model, ranks)
     freeze_for_rl(model, embeddings=p.freeze_embeddings, train_layers=p.train_layers)
+    training_attention(model, compressor.device)
     optimizer = adamw(model, p.lr, p.head_lr, p.weight_decay)
     scheduler = cosine_schedule(optimizer, p)
     generator = torch.Generator(device=device).manual_seed(params.base.seed * 1000 + ranks.rank)

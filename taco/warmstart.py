@@ -296,6 +296,19 @@ def adamw(model: torch.nn.Module, lr: float, head_lr: float, wd: float) -> torch
         return torch.optim.AdamW(groups)
 
 
+def training_attention(model: torch.nn.Module, device: torch.device) -> None:
+    """Eager attention for training on a CPU: there its backward is 2-3x faster than
+    SDPA's (MiniLM, bf16 autocast, 2 x 300 tokens, 2 threads: 0.08 s vs 0.15 s; forward
+    0.07 vs 0.06 s). GPUs keep SDPA's fused kernels. Not saved with the model: a reloaded
+    compressor infers with SDPA."""
+    setter = getattr(model, "set_attn_implementation", None)
+    if device.type == "cpu" and callable(setter):
+        try:
+            setter("eager")
+        except (ValueError, ImportError) as exc:  # a model without an eager path
+            log.debug("eager attention unavailable: %s", exc)
+
+
 def freeze_word_embeddings(model: torch.nn.Module) -> int:
     """Stop training the input word embeddings (half of MiniLM's weights, rarely worth an
     RL update); returns how many parameters were frozen."""
@@ -356,6 +369,7 @@ def train_supervised(
     from taco.compressor import collate, length_buckets
 
     model = compressor.model.train()
+    training_attention(model, compressor.device)
     opt = adamw(model, p.lr, p.head_lr, 0.01)
     gen = torch.Generator().manual_seed(seed)
     started = time.perf_counter()

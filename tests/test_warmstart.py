@@ -227,3 +227,19 @@ def test_train_layers_is_range_checked(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"train\.train_layers"):
         load_params(train_setup(tmp_path, train={"train_layers": -1}))
     assert load_params(train_setup(tmp_path, train={"train_layers": 2})).train.train_layers == 2
+
+
+def test_training_attention_is_eager_on_cpu_and_not_saved(tmp_path: Path) -> None:
+    """CPU training switches to eager attention (a 2-3x faster backward there), GPUs keep
+    SDPA, and a saved model reloads with the library's default for inference."""
+    import torch
+
+    comp = Compressor.from_pretrained(str(tiny_encoder_folder(tmp_path / "enc")), device="cpu")
+    default = comp.model.config._attn_implementation
+    ws.training_attention(comp.model, torch.device("cuda"))  # not moved: only the type counts
+    assert comp.model.config._attn_implementation == default
+    ws.training_attention(comp.model, comp.device)
+    assert comp.model.config._attn_implementation == "eager" != default
+    comp.save_pretrained(tmp_path / "saved")
+    again = Compressor.from_pretrained(str(tmp_path / "saved"), device="cpu")
+    assert again.model.config._attn_implementation == default
