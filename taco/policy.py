@@ -189,8 +189,7 @@ def sample_budget(
     of picking the kept items in their perturbed order. Items are words, or with ``unit``
     sentence/line whole spans scored by the mean p(keep) of their words (inference's span
     rule; the last span picked may be kept only in part). Returns actions ``(B, k, T)`` and
-    log π ``(B, k)``
-    (with autograd). Word-level encodings only.
+    log π ``(B, k)`` (with autograd). Word-level encodings only.
     """
     if enc.level != "word":
         raise ValueError("budget sampling needs word-level actions (train.level: word)")
