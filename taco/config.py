@@ -432,6 +432,7 @@ class TrainParams:
     checkpoint_every: int = 20
     eval_every: int = 10  # steps between validation rewards of the deployed (greedy) policy
     eval_rows: int = 32  # first N val rows with a teacher output (0 = no validation)
+    keep: typing.Literal["last", "best_val"] = "last"  # saved weights: final | best reward/val
     max_bad_steps: int = 5  # NaN/inf losses tolerated (skipped) before the run stops
 
     def validate(self) -> None:
@@ -449,6 +450,8 @@ class TrainParams:
         check_range("train.head_lr", self.head_lr, 0.0, 1.0, low_open=True)
         check_range("train.weight_decay", self.weight_decay, 0.0, 10.0)
         check_range("train.warmup_steps", self.warmup_steps, 0, self.steps)
+        if self.keep == "best_val" and not self.eval_rows:
+            raise ConfigError("train.keep: best_val needs validation (train.eval_rows > 0)")
         check_range("train.grad_clip", self.grad_clip, 0.0, 10**6, low_open=True)
         check_range("train.max_seq_len", self.max_seq_len, 16, 1_000_000)
         check_range("train.checkpoint_every", self.checkpoint_every, 1, 10**9)

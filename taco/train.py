@@ -342,6 +342,7 @@ def train(
     scheduler = cosine_schedule(optimizer, p)
     generator = torch.Generator(device=device).manual_seed(params.base.seed * 1000 + ranks.rank)
     first, bad_steps = 0, 0
+    best: dict[str, Any] | None = None  # train.keep: best_val — its step, reward/val, weights
     state = load_checkpoint(where["checkpoints"], fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -351,6 +352,7 @@ def train(
         set_rng_state(rank_state["rng"])
         generator.set_state(rank_state["generator"])
         first, bad_steps = int(state["step"]), int(state["bad_steps"])
+        best = state.get("best")
         if ranks.main:
             log.info("resuming from step %d (%s)", first, where["checkpoints"])
     llm = llm or build_llm(params.llm)
@@ -387,6 +389,7 @@ def train(
         if val_rows and step % p.eval_every == 0:  # the policy before this step's update
             val = validation_reward(compressor, val_rows, llm=llm, task=task, params=params)
             val_curve.append((step, val))
+            best = _better(best, step, val, model, p.keep)
         t0 = time.perf_counter()
         timer = Timer()
         idx = batch_indices(len(rows), step, p.prompts_per_step, params.base.seed)[
@@ -450,6 +453,7 @@ def train(
                         "scheduler": scheduler.state_dict(),
                         "ranks": rng,
                         "config": config,
+                        "best": best,
                     },
                 )
     bar.close()
@@ -459,6 +463,10 @@ def train(
         if live is not None:
             live.log_metric("reward/val", final)
             live.next_step()
+        best = _better(best, p.steps, final, None, p.keep)
+    if best is not None and best["step"] != p.steps:
+        model.load_state_dict(best["model"])
+        log.info("train: keeping step %d (reward/val %.4f)", best["step"], best["val"])
     record = {
         "config": config,
         "start_model": start or "embedded:all-MiniLM-L6-v2",
@@ -472,6 +480,7 @@ def train(
         "first_steps": _window(history, head=True),
         "last_steps": _window(history, head=False),
         "val_rewards": [[s, round(v, 5)] for s, v in val_curve],
+        "kept_step": best["step"] if best is not None else p.steps,
         "fingerprint": fingerprint,
         "weights_sha256": weights_digest(model),
     }
@@ -488,6 +497,21 @@ def train(
             live.end()
         log.info("train: model saved to %s", where["model"])
     return record
+
+
+def _better(
+    best: dict[str, Any] | None, step: int, val: float, model: Any, keep: str
+) -> dict[str, Any] | None:
+    """``train.keep: best_val``: the best ``reward/val`` point so far (ties: the earlier),
+    with a CPU copy of its weights (``model`` None: the final weights, which need none)."""
+    if keep != "best_val" or not math.isfinite(val) or (best and val <= best["val"]):
+        return best
+    weights = (
+        None
+        if model is None
+        else {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    )
+    return {"step": step, "val": val, "model": weights}
 
 
 def _gather_rng(generator: torch.Generator, ranks: Ranks) -> list[dict[str, Any]]:

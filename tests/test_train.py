@@ -6,6 +6,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -186,35 +187,59 @@ def test_budget_sampling_trains_at_the_target_rate(tmp_path: Path) -> None:
     assert all(0.3 < r < 0.7 for r in rates)  # encoder-token budget, counted in characters
 
 
-def test_validation_reward_of_the_deployed_policy_is_logged(tmp_path: Path) -> None:
+def _with_val_rows(root: Path, train: dict) -> Any:
+    """``train_setup`` plus 5 val rows with teacher outputs; returns the params."""
     from train_helpers import write_prepared, write_teacher
 
-    params = load_params(train_setup(tmp_path, train={"eval_every": 2, "eval_rows": 3}))
-    val = write_prepared(tmp_path, "code", 20, split="val")[-5:]
-    (tmp_path / "data/prepared/code/val.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in val)
-    )
-    write_teacher(tmp_path, "code", val, FakeLLM(), split="val")
+    params = load_params(train_setup(root, train=train))
+    val = write_prepared(root, "code", 20, split="val")[-5:]
+    (root / "data/prepared/code/val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
+    write_teacher(root, "code", val, FakeLLM(), split="val")
+    return params
+
+
+def _val_of(folder: str, params: Any, root: Path) -> float:
+    """``reward/val`` of a saved compressor, measured as training measures it."""
+    from taco.tasks import get_task
+    from taco.train_state import load_rows
+
+    rows = load_rows(params, root, "val")[: params.train.eval_rows]
+    comp = Compressor.from_pretrained(folder, device="cpu")
+    llm = FakeLLM()
+    tr.set_budget_units(comp, llm, params.train)
+    return tr.validation_reward(comp, rows, llm=llm, task=get_task("code", params), params=params)
+
+
+def test_validation_reward_of_the_deployed_policy_is_logged(tmp_path: Path) -> None:
+    params = _with_val_rows(tmp_path, {"eval_every": 2, "eval_rows": 3})
     record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
     curve = _tsv(tr.paths(params, tmp_path)["reports"], "reward/val")
     assert [s for s, _ in curve] == [0, 2, 4]
     assert [s for s, _ in record["val_rewards"]] == [0, 2, 4]
     assert all(0 < v <= 1 for _, v in curve)
     # step 0 is the start model before any update; the last point is the saved model
-    from taco.tasks import get_task
-    from taco.train_state import load_rows
+    start, saved = record["start_model"], str(tr.paths(params, tmp_path)["model"])
+    assert record["val_rewards"][0][1] == pytest.approx(_val_of(start, params, tmp_path), abs=6e-6)
+    assert record["val_rewards"][-1][1] == pytest.approx(_val_of(saved, params, tmp_path), abs=6e-6)
+    assert record["kept_step"] == 4
 
-    rows = load_rows(params, tmp_path, "val")[:3]
-    task = get_task("code", params)
 
-    def val_of(folder: str) -> float:
-        comp = Compressor.from_pretrained(folder, device="cpu")
-        return tr.validation_reward(comp, rows, llm=FakeLLM(), task=task, params=params)
+def test_keep_best_val_saves_the_best_validation_point(tmp_path: Path) -> None:
+    """``train.keep: best_val``: the saved weights are those of the best ``reward/val``
+    point (the start included), and taco_run.json says which step that was."""
+    from taco.config import ConfigError
 
-    assert record["val_rewards"][0][1] == pytest.approx(val_of(record["start_model"]), abs=6e-6)
-    assert record["val_rewards"][-1][1] == pytest.approx(
-        val_of(str(tr.paths(params, tmp_path)["model"])), abs=6e-6
-    )
+    over = {"eval_every": 1, "eval_rows": 3, "keep": "best_val", "steps": 6, "head_lr": 0.5}
+    params = _with_val_rows(tmp_path, over)
+    record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+    curve = dict(record["val_rewards"])
+    best = max(curve.values())
+    assert curve[record["kept_step"]] == best and min(curve) <= record["kept_step"]
+    assert len(set(curve.values())) > 1  # the curve moved, so choosing means something
+    saved = str(tr.paths(params, tmp_path)["model"])
+    assert _val_of(saved, params, tmp_path) == pytest.approx(best, abs=6e-6)
+    with pytest.raises(ConfigError, match="eval_rows"):
+        load_params(train_setup(tmp_path / "x", train={"keep": "best_val", "eval_rows": 0}))
 
 
 def test_line_units_train_and_are_saved_with_the_model(tmp_path: Path) -> None:
