@@ -238,6 +238,10 @@ def test_keep_best_val_saves_the_best_validation_point(tmp_path: Path) -> None:
     assert len(set(curve.values())) > 1  # the curve moved, so choosing means something
     saved = str(tr.paths(params, tmp_path)["model"])
     assert _val_of(saved, params, tmp_path) == pytest.approx(best, abs=6e-6)
+    # a rerun resumes from the last checkpoint, which carries the best point and its weights
+    again = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+    assert again["resumed_from_step"] == 6 and again["kept_step"] == record["kept_step"]
+    assert again["weights_sha256"] == record["weights_sha256"]
     with pytest.raises(ConfigError, match="eval_rows"):
         load_params(train_setup(tmp_path / "x", train={"keep": "best_val", "eval_rows": 0}))
 
