@@ -69,16 +69,15 @@ def main() -> int:
 
     from taco.compressor import (
         Compressor,
-        fit_budget,
         ranking_scores,
-        select_words,
         word_scores,
     )
     from taco.config import load_params
-    from taco.llm import LLMTokenCounter, build_llm
+    from taco.llm import build_llm
     from taco.metrics import rouge_l, sentence_bleu
     from taco.tasks import get_task
     from taco.teacher import read_examples
+    from taco.train import set_budget_units
 
     params = load_params(args.params)
     data = Path(params.base.data_dir)
@@ -92,8 +91,7 @@ def main() -> int:
     llm = build_llm(params.llm)
     models = dict(m.split("=", 1) for m in args.model)
     base = Compressor.from_pretrained(next(iter(models.values()), None), device="cpu")
-    if args.budget_tokens == "llm":
-        base.token_counter = LLMTokenCounter(llm)
+    set_budget_units(base, llm, args.budget_tokens)
     docs = [base.prepare(e.context, e.question) for e in examples]
     rng = np.random.default_rng(params.base.seed)
     unit = args.unit or "sentence"
@@ -124,15 +122,7 @@ def main() -> int:
         for d, s in zip(docs, per_doc, strict=True):
             origin, costs = base.budget_costs(d)
             budget = math.floor(args.rate * origin + 1e-9)
-            _, text, _ = fit_budget(  # inference's rule: the real count fits the budget
-                d.al,
-                lambda b, s=s, c=costs, u=units[name]: select_words(s, c, b, unit=u),
-                np.argsort(s, kind="stable"),
-                costs,
-                budget,
-                base.count_tokens,
-            )
-            texts.append(text)
+            texts.append(base.fit_words(d, s, costs, budget, units[name])[1])  # inference's rule
         prompts = [task.prompt(t, e.question) for t, e in zip(texts, examples, strict=True)]
         outs = llm.generate(prompts, params.llm.max_new_tokens)
         lls = llm.loglik(prompts, ys) if hasattr(llm, "loglik") else [math.nan] * len(ys)

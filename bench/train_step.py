@@ -79,7 +79,7 @@ def main() -> int:
     model = args.model or start_model(params, ROOT)
     comp = Compressor.from_pretrained(model, max_seq_len=params.train.max_seq_len)
     p = params.train
-    set_budget_units(comp, llm, p)
+    set_budget_units(comp, llm, p.budget_tokens)
     freeze_for_rl(comp.model, embeddings=p.freeze_embeddings, train_layers=p.train_layers)
     training_attention(comp.model, comp.device)
     opt = adamw(comp.model, p.lr, p.head_lr, p.weight_decay)

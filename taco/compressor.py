@@ -415,6 +415,28 @@ class Compressor:
         costs = np.asarray(count_many(self.token_counter, al.words()), dtype=np.int64)
         return self.count_tokens(al.text), costs
 
+    def fit_words(
+        self,
+        doc: Document,
+        scores: np.ndarray,
+        costs: np.ndarray,
+        budget: int,
+        unit: str = "word",
+        keep_newlines: bool = True,
+    ) -> tuple[np.ndarray, str, int]:
+        """The words ``select_words`` keeps by ranking ``scores`` within ``budget`` (word
+        ``costs`` from ``budget_costs``), fitted so the rebuilt text's real count does not
+        exceed it (``fit_budget``). Returns (keep, text, count)."""
+        return fit_budget(
+            doc.al,
+            lambda b: select_words(scores, costs, b, unit=unit),
+            np.argsort(scores, kind="stable"),
+            costs,
+            budget,
+            self.count_tokens,
+            keep_newlines,
+        )
+
     def _select(
         self,
         doc: Document,
@@ -437,15 +459,7 @@ class Compressor:
         scores = ranking_scores(word_scores(token_probs, al), al, unit)
         forced = forced_words(al, force, keep_digits)
         scores = scores + (np.ptp(scores) + 1.0) * forced  # forced words first
-        keep, text, count = fit_budget(
-            al,
-            lambda b: select_words(scores, costs, b, unit=unit),
-            np.argsort(scores, kind="stable"),
-            costs,
-            budget,
-            self.count_tokens,
-            keep_newlines,
-        )
+        keep, text, count = self.fit_words(doc, scores, costs, budget, unit, keep_newlines)
         idx = np.flatnonzero(keep)
         spans = tuple(zip(al.word_start[idx].tolist(), al.word_end[idx].tolist(), strict=True))
         parts = None

@@ -128,13 +128,14 @@ class Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
-def set_budget_units(compressor: Compressor, llm: Any, p: TrainParams) -> None:
-    """Count sampling budgets and ``reward/val`` compressions in the reward LLM's tokens
-    (``train.budget_tokens: llm``: the reward's L_o and L_c, so RL cannot gain by keeping
-    words the encoder counts as cheaper than the LLM reads them) or the encoder's."""
+def set_budget_units(compressor: Compressor, llm: Any, units: str) -> None:
+    """Count ``compressor``'s budgets (sampling, ``reward/val``, the bench) in the reward
+    LLM's tokens (``units`` "llm", ``train.budget_tokens``: the reward's L_o and L_c, so RL
+    cannot gain by keeping words the encoder counts as cheaper than the LLM reads them) or
+    the encoder's ("encoder")."""
     from taco.llm import LLMTokenCounter
 
-    compressor.token_counter = LLMTokenCounter(llm) if p.budget_tokens == "llm" else None
+    compressor.token_counter = LLMTokenCounter(llm) if units == "llm" else None
 
 
 def train_step(
@@ -162,15 +163,16 @@ def train_step(
         enc = policy.encode(
             compressor, docs, level=p.level, force_tokens=p.force_tokens, keep_digits=p.keep_digits
         )
+    keep_newlines = "\n" in p.force_tokens
     with timer("sample_and_text"):
         if p.sampling == "budget":
             rate = p.rate if p.rate is not None else params.reward.rate
             actions, logp = policy.sample_budget(
-                enc, k, rate, generator, p.unit, keep_newlines="\n" in p.force_tokens
+                enc, k, rate, generator, p.unit, keep_newlines=keep_newlines
             )
         else:
             actions = policy.sample(enc, k, generator)
-        samples = policy.build(enc, actions, keep_newlines="\n" in p.force_tokens)
+        samples = policy.build(enc, actions, keep_newlines=keep_newlines)
         texts = [t for row in samples.texts for t in row]
         compressed = llm.count_tokens(texts) if texts else []
     with timer("llm_and_reward"):
@@ -356,7 +358,7 @@ def train(
         if ranks.main:
             log.info("resuming from step %d (%s)", first, where["checkpoints"])
     llm = llm or build_llm(params.llm)
-    set_budget_units(compressor, llm, p)
+    set_budget_units(compressor, llm, p.budget_tokens)
     val_rows: list[TrainRow] = []
     if ranks.main and p.eval_rows:
         try:

@@ -206,7 +206,7 @@ def _val_of(folder: str, params: Any, root: Path) -> float:
     rows = load_rows(params, root, "val")[: params.train.eval_rows]
     comp = Compressor.from_pretrained(folder, device="cpu")
     llm = FakeLLM()
-    tr.set_budget_units(comp, llm, params.train)
+    tr.set_budget_units(comp, llm, params.train.budget_tokens)
     return tr.validation_reward(comp, rows, llm=llm, task=get_task("code", params), params=params)
 
 
