@@ -86,7 +86,7 @@ def main() -> int:
     gen = torch.Generator(device=comp.device).manual_seed(0)
     totals: list[dict[str, float]] = []
     for step in range(args.steps + 1):
-        timer = Timer()
+        timer = Timer(comp.device)
         batch = rows[step * args.prompts : (step + 1) * args.prompts]
         t0 = time.perf_counter()
         loss, _ = train_step(

@@ -44,7 +44,7 @@ from taco.compressor import (
     length_buckets,
     select_words,
 )
-from taco.reinforce import plackett_luce_log_prob, token_log_probs, word_log_probs
+from taco.reinforce import plackett_luce_log_probs, token_log_probs, word_log_probs
 from taco.selection import span_order_keys
 from taco.text import render, span_ids
 
@@ -110,11 +110,27 @@ def token_logits(compressor: Compressor, docs: Sequence[Document]) -> list[torch
     return [torch.cat(p, 0) if p else empty for p in per_doc]
 
 
-def _pad(seqs: Sequence[torch.Tensor], value: float, device: torch.device) -> torch.Tensor:
-    width = max((s.shape[0] for s in seqs), default=0)
-    out = torch.full((len(seqs), width), value, dtype=torch.float32, device=device)
-    rows = [torch.nn.functional.pad(s.float(), (0, width - s.shape[0]), value=value) for s in seqs]
-    return torch.stack(rows) if rows else out
+def _scatter_pad(flat: torch.Tensor, sizes: Sequence[int], fill: float) -> torch.Tensor:
+    """Rows of ``flat`` (``sizes[b]`` values each, one after the other) as a ``(B, width)``
+    tensor padded with ``fill``; one copy kernel, autograd kept."""
+    width = max(sizes, default=0)
+    dest = np.concatenate([b * width + np.arange(n) for b, n in enumerate(sizes)] or [[]])
+    out = torch.full((len(sizes) * width,), fill, dtype=torch.float32, device=flat.device)
+    idx = torch.as_tensor(dest.astype(np.int64), device=flat.device)
+    return out.index_copy(0, idx, flat.float()).view(len(sizes), width)
+
+
+def _group_log_probs(
+    logp_keep: torch.Tensor, logp_drop: torch.Tensor, groups: Sequence[np.ndarray]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``word_log_probs`` of all prompts in one call: ``logp_*`` hold every prompt's members
+    one prompt after the other, ``groups[b]`` maps prompt b's members to its groups (words of
+    tokens, spans of words); groups are numbered globally by offsetting each prompt's."""
+    sizes = [int(g.max()) + 1 if len(g) else 0 for g in groups]
+    offsets = np.cumsum([0, *sizes[:-1]])
+    ids = np.concatenate([g + o for g, o in zip(groups, offsets, strict=True)] or [[]])
+    index = torch.as_tensor(ids.astype(np.int64), device=logp_keep.device)
+    return word_log_probs(logp_keep, logp_drop, index, int(sum(sizes)))
 
 
 def encode(
@@ -125,35 +141,37 @@ def encode(
     force_tokens: Sequence[str] = ("\n",),
     keep_digits: bool = False,
 ) -> Encoded:
-    """One encoder pass over all chunks of ``docs`` → per-unit log-probs and action mask."""
+    """One encoder pass over all chunks of ``docs`` → per-unit log-probs and action mask
+    (batched over prompts: a handful of kernels, whatever the number of prompts)."""
     if level not in ("word", "token"):
         raise ValueError(f"level must be 'word' or 'token', got {level!r}")
     device = compressor.device
     logits = token_logits(compressor, docs)
-    keeps, drops, masks, forced_all = [], [], [], []
-    for doc, lg in zip(docs, logits, strict=True):
-        al = doc.al
-        forced = forced_words(al, force_tokens, keep_digits)
-        lk, ld = token_log_probs(lg, compressor.keep_index)
-        if level == "word" and al.n_words:
-            tw = torch.as_tensor(al.token_word, device=device)
-            lk, ld = word_log_probs(lk, ld, tw, al.n_words)
-            fixed = forced
-        else:
-            fixed = forced[al.token_word] if al.n_words else np.zeros(al.n_tokens, bool)
-        keeps.append(lk)
-        drops.append(ld)
-        masks.append(torch.as_tensor(~fixed, device=device))
-        forced_all.append(forced)
-    logp_keep = _pad(keeps, _PAD_LOGP, device)
-    logp_drop = _pad(drops, _PAD_LOGP, device)
-    width = logp_keep.shape[1]
-    mask = torch.zeros((len(docs), width), dtype=torch.bool, device=device)
-    for b, m in enumerate(masks):
-        mask[b, : m.shape[0]] = m
+    flat = torch.cat(logits, 0) if logits else torch.zeros((0, 2), device=device)
+    lk, ld = token_log_probs(flat, compressor.keep_index)
+    forced_all = [forced_words(d.al, force_tokens, keep_digits) for d in docs]
+    if level == "word":
+        lk, ld = _group_log_probs(lk, ld, [d.al.token_word for d in docs])
+        sizes = [d.al.n_words for d in docs]
+        fixed = forced_all
+    else:
+        sizes = [d.al.n_tokens for d in docs]
+        fixed = [f[d.al.token_word] for f, d in zip(forced_all, docs, strict=True)]
+    logp_keep = _scatter_pad(lk, sizes, _PAD_LOGP)
+    logp_drop = _scatter_pad(ld, sizes, _PAD_LOGP)
+    mask = np.zeros(logp_keep.shape, dtype=bool)
+    for b, f in enumerate(fixed):
+        mask[b, : len(f)] = ~f
     budget = [compressor.budget_costs(d) for d in docs]
     return Encoded(
-        list(docs), level, logp_keep, logp_drop, mask, forced_all, budget, compressor.count_tokens
+        list(docs),
+        level,
+        logp_keep,
+        logp_drop,
+        torch.as_tensor(mask, device=device),
+        forced_all,
+        budget,
+        compressor.count_tokens,
     )
 
 
@@ -196,44 +214,61 @@ def sample_budget(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     device = enc.logp_keep.device
-    actions = torch.zeros((len(enc.docs), k, enc.mask.shape[1]), dtype=torch.uint8, device=device)
-    log_probs = []
+    n_docs, width = enc.mask.shape
+    mask_np = enc.mask.cpu().numpy()
+    words = [doc.al.n_words for doc in enc.docs]
+    spans = [span_ids(doc.al, unit) for doc in enc.docs]
+    n_items = [int(sp[-1]) + 1 if n else 0 for sp, n in zip(spans, words, strict=True)]
+    if unit == "word":
+        scores = enc.logp_keep - enc.logp_drop
+        masks = mask_np
+    else:  # spans scored by the mean p(keep) of their words, as inference ranks them
+        rows = torch.as_tensor(np.repeat(np.arange(n_docs), words), device=device)
+        cols = np.concatenate([np.arange(n) for n in words] or [[]]).astype(np.int64)
+        cols = torch.as_tensor(cols, device=device)
+        lk, ld = _group_log_probs(enc.logp_keep[rows, cols], enc.logp_drop[rows, cols], spans)
+        scores = _scatter_pad(lk - ld, n_items, 0.0)
+        masks = np.zeros(scores.shape, dtype=bool)
+        for b, (sp, n) in enumerate(zip(spans, words, strict=True)):
+            masks[b, sp[mask_np[b, :n]]] = True  # spans with an action word
+    # Gumbel noise per prompt (the generator's stream as drawn prompt by prompt), one copy
+    noise = torch.zeros((n_docs, k, scores.shape[1]), device=device)
+    for b, n in enumerate(n_items):
+        u = torch.rand((k, n), generator=generator, device=device).clamp(1e-12, 1 - 1e-7)
+        noise[b, :, :n] = -torch.log(-torch.log(u))
+    noisy_all = (scores.detach()[:, None, :] + noise).cpu().numpy()
+    actions = np.zeros((n_docs, k, width), dtype=np.uint8)
+    orders: list[np.ndarray] = []
     for b, doc in enumerate(enc.docs):
-        al, n = doc.al, doc.al.n_words
-        spans = span_ids(al, unit)
-        n_items = int(spans[-1]) + 1 if n else 0
-        action = enc.mask[b, :n]
-        if unit == "word":
-            scores, mask = enc.logp_keep[b, :n] - enc.logp_drop[b, :n], action
-        else:
-            st = torch.as_tensor(spans, device=device)
-            lk, ld = word_log_probs(enc.logp_keep[b, :n], enc.logp_drop[b, :n], st, n_items)
-            scores = lk - ld
-            mask = torch.zeros(n_items, dtype=torch.bool, device=device)
-            mask = mask.index_fill(0, st[action], True)  # spans with an action word
-        action_np = action.cpu().numpy()
+        al, n, sp = doc.al, words[b], spans[b]
+        action_np = mask_np[b, :n]
         idx = np.flatnonzero(action_np)
         origin, costs = enc.budget[b]
         total = math.floor(rate * origin + 1e-9)
         forced = np.asarray(enc.forced[b], dtype=bool)
-        u = torch.rand((k, n_items), generator=generator, device=device).clamp(1e-12, 1 - 1e-7)
-        noisy = (scores.detach() - torch.log(-torch.log(u))).cpu().numpy()
-        row = []
         for j in range(k):
-            keys = span_order_keys(noisy[j], spans)
+            noisy = noisy_all[b, j, : n_items[b]]
+            keys = span_order_keys(noisy, sp)
             select = functools.partial(
                 _budget_keep, forced=forced, idx=idx, keys=keys, costs=costs, unit=unit
             )
             # the rebuilt text's real count fits; if trimmed, the last picks go first
             low_first = idx[np.argsort(keys[idx], kind="stable")]
             keep, _, _ = fit_budget(al, select, low_first, costs, total, enc.count, keep_newlines)
-            chosen = np.flatnonzero(keep & action_np)
-            picked = np.unique(spans[chosen])
-            order = picked[np.argsort(-noisy[j, picked], kind="stable")]
-            actions[b, j, :n] = torch.as_tensor(keep, device=device)
-            row.append(plackett_luce_log_prob(scores, torch.as_tensor(order, device=device), mask))
-        log_probs.append(torch.stack(row) if row else torch.zeros(k, device=device))
-    return actions, torch.stack(log_probs)
+            picked = np.unique(sp[np.flatnonzero(keep & action_np)])
+            orders.append(picked[np.argsort(-noisy[picked], kind="stable")])
+            actions[b, j, :n] = keep
+    # log π of all B·k samples in one batched computation (no per-sample host syncs)
+    picks = np.zeros((len(orders), max((len(o) for o in orders), default=0)), dtype=np.int64)
+    for r, o in enumerate(orders):
+        picks[r, : len(o)] = o
+    log_probs = plackett_luce_log_probs(
+        scores.repeat_interleave(k, 0),
+        torch.as_tensor(picks, device=device),
+        torch.as_tensor([len(o) for o in orders], device=device),
+        torch.as_tensor(masks, device=device).repeat_interleave(k, 0),
+    )
+    return torch.as_tensor(actions, device=device), log_probs.view(n_docs, k)
 
 
 def _budget_keep(

@@ -114,10 +114,12 @@ def cosine_schedule(
 
 
 class Timer:
-    """Wall-clock seconds per named phase of a step."""
+    """Wall-clock seconds per named phase of a step. On CUDA each phase ends with a device
+    synchronize, so queued kernels are charged to the phase that launched them."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self._sync = device is not None and device.type == "cuda"
 
     @contextlib.contextmanager
     def __call__(self, name: str):  # type: ignore[no-untyped-def]
@@ -125,6 +127,8 @@ class Timer:
         try:
             yield
         finally:
+            if self._sync:
+                torch.cuda.synchronize()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
@@ -393,7 +397,7 @@ def train(
             val_curve.append((step, val))
             best = _better(best, step, val, model, p.keep)
         t0 = time.perf_counter()
-        timer = Timer()
+        timer = Timer(compressor.device)
         idx = batch_indices(len(rows), step, p.prompts_per_step, params.base.seed)[
             ranks.rank :: ranks.world
         ]

@@ -165,3 +165,36 @@ def test_plackett_luce_log_prob_is_stable_for_a_confident_policy() -> None:
     assert got_s.grad is not None and ref_s.grad is not None
     assert torch.allclose(got_s.grad.double(), ref_s.grad, atol=1e-4)
     assert got_s.grad[7].item() == 0.0
+
+
+def test_plackett_luce_log_probs_batches_rows_of_any_length() -> None:
+    """Rows of different item and pick counts (padding in both) give the row-by-row values
+    and gradients; an empty order gives 0."""
+    g = torch.Generator().manual_seed(3)
+    rows = [(9, [4, 0, 7]), (5, [2]), (7, []), (9, [8, 1, 2, 3, 5, 6])]
+    width = max(n for n, _ in rows)
+    scores = torch.randn(len(rows), width, generator=g) * 5
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for r, (n, _) in enumerate(rows):
+        mask[r, :n] = True
+    mask[0, 2] = False  # not an action (forced)
+    orders = torch.full((len(rows), 6), 3)  # padding: any index, it must be ignored
+    for r, (_, o) in enumerate(rows):
+        orders[r, : len(o)] = torch.tensor(o, dtype=torch.long)
+    n_picked = torch.tensor([len(o) for _, o in rows])
+    got_s = scores.clone().requires_grad_(True)
+    got = rf.plackett_luce_log_probs(got_s, orders, n_picked, mask)
+    got.sum().backward()
+    for r, (_, o) in enumerate(rows):
+        one_s = scores[r].clone().requires_grad_(True)
+        one = rf.plackett_luce_log_prob(one_s, torch.tensor(o, dtype=torch.long), mask[r])
+        one.backward()
+        assert got[r].item() == pytest.approx(one.item(), abs=1e-5)
+        assert torch.allclose(got_s.grad[r], one_s.grad, atol=1e-5)
+        # and the pick-by-pick definition
+        left, ref = mask[r].clone(), 0.0
+        for i in o:
+            ref += scores[r, i].item() - torch.logsumexp(scores[r][left], 0).item()
+            left[i] = False
+        assert got[r].item() == pytest.approx(ref, abs=1e-4)
+    assert got[2].item() == 0.0
