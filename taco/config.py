@@ -412,7 +412,7 @@ class TrainParams:
     unit: typing.Literal["word", "sentence", "line"] = "word"  # budget keeps these whole
     rate: float | None = None  # budget sampling: share of tokens kept (null = reward.rate)
     budget_tokens: typing.Literal["llm", "encoder"] = "llm"  # units of the budget (and val)
-    baseline: typing.Literal["loo", "none"] = "loo"
+    baseline: typing.Literal["loo", "none", "greedy"] = "loo"
     normalize_advantages: bool = False
     logprob: typing.Literal["sum", "mean"] = "sum"  # per-sequence log-prob reduction
     entropy_coef: float = 0.01

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-Baseline = Literal["loo", "none"]
+Baseline = Literal["loo", "none", "greedy"]
 Reduction = Literal["sum", "mean"]
 
 
@@ -84,7 +84,9 @@ def rewards_tensor(rewards: Sequence[Sequence[float | None]]) -> torch.Tensor:
     )
 
 
-def baseline_values(rewards: torch.Tensor, kind: Baseline = "loo") -> torch.Tensor:
+def baseline_values(
+    rewards: torch.Tensor, kind: Baseline = "loo", greedy: torch.Tensor | None = None
+) -> torch.Tensor:
     """Baseline per sample ``(B, k)``; NaN rewards are unscorable and ignored.
 
     - ``loo`` with k > 1: mean of the *other* scorable samples of the same prompt
@@ -93,11 +95,19 @@ def baseline_values(rewards: torch.Tensor, kind: Baseline = "loo") -> torch.Tens
     - ``loo`` with k = 1: the same leave-one-out rule over the whole batch (batch mean of
       the other samples).
     - ``none``: zero (the paper's plain REINFORCE).
+    - ``greedy``: the reward of the prompt's deployed (greedy) compression, ``greedy``
+      ``(B,)`` (self-critical training, SCST): only samples that beat what inference keeps
+      are reinforced. A prompt whose greedy reward is NaN falls back to ``loo``.
     """
     if kind == "none":
         return torch.zeros_like(rewards)
+    if kind == "greedy":
+        if greedy is None or greedy.shape != rewards.shape[:1]:
+            raise ValueError("baseline 'greedy' needs one greedy reward per prompt")
+        g = greedy.to(rewards.dtype)[:, None].expand_as(rewards)
+        return torch.where(torch.isnan(g), baseline_values(rewards, "loo"), g)
     if kind != "loo":
-        raise ValueError(f"baseline must be 'loo' or 'none', got {kind!r}")
+        raise ValueError(f"baseline must be 'loo', 'none' or 'greedy', got {kind!r}")
     valid = ~torch.isnan(rewards)
     r = torch.where(valid, rewards, torch.zeros_like(rewards))
     if rewards.shape[1] == 1:
@@ -111,7 +121,11 @@ def baseline_values(rewards: torch.Tensor, kind: Baseline = "loo") -> torch.Tens
 
 
 def advantages(
-    rewards: torch.Tensor, baseline: Baseline = "loo", normalize: bool = False, eps: float = 1e-8
+    rewards: torch.Tensor,
+    baseline: Baseline = "loo",
+    normalize: bool = False,
+    eps: float = 1e-8,
+    greedy: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reward minus baseline ``(B, k)``; unscorable (NaN) samples get exactly 0.
 
@@ -119,7 +133,7 @@ def advantages(
     re-centring, so the baseline's zero stays zero) when there are at least two.
     """
     valid = ~torch.isnan(rewards)
-    adv = torch.where(valid, rewards - baseline_values(rewards, baseline), 0.0)
+    adv = torch.where(valid, rewards - baseline_values(rewards, baseline, greedy), 0.0)
     if normalize and int(valid.sum()) > 1:
         std = adv[valid].std(unbiased=False)
         adv = adv / (std + eps)

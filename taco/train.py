@@ -73,6 +73,8 @@ _SUMS = (
     "entropy_sum",
     "loss_sum",
     "prompts",
+    "greedy_sum",
+    "greedy_scored",
 )
 
 
@@ -178,55 +180,58 @@ def train_step(
             actions = policy.sample(enc, k, generator)
         samples = policy.build(enc, actions, keep_newlines=keep_newlines)
         texts = [t for row in samples.texts for t in row]
-        compressed = llm.count_tokens(texts) if texts else []
+        # self-critical baseline: each prompt's deployed compression, scored alongside
+        greedy = deployed_texts(compressor, rows, params) if p.baseline == "greedy" else []
+        compressed = llm.count_tokens(texts + greedy) if texts else []
+    n = len(texts)
+    scored_rows = [r for r in rows for _ in range(k)] + list(rows[: len(greedy)])
     with timer("llm_and_reward"):
         result = compute_rewards(
             params.reward.name,
             llm,
             task,
-            compressed_contexts=texts,
-            questions=[r.example.question for r in rows for _ in range(k)],
-            original_tokens=[r.context_tokens for r in rows for _ in range(k)],
+            compressed_contexts=texts + greedy,
+            questions=[r.example.question for r in scored_rows],
+            original_tokens=[r.context_tokens for r in scored_rows],
             compressed_tokens=compressed,
-            teacher_outputs=[r.teacher for r in rows for _ in range(k)],
-            references=[r.example.references for r in rows for _ in range(k)],
+            teacher_outputs=[r.teacher for r in scored_rows],
+            references=[r.example.references for r in scored_rows],
             params=params.reward,
             max_new_tokens=params.llm.max_new_tokens,
         )
     with timer("loss"):
         rewards = rewards_tensor([result.rewards[i * k : (i + 1) * k] for i in range(len(rows))])
         valid = ~torch.isnan(rewards)
-        adv = advantages(rewards, p.baseline, p.normalize_advantages).to(compressor.device)
+        base = rewards_tensor([result.rewards[n:]])[0] if greedy else None
+        adv = advantages(rewards, p.baseline, p.normalize_advantages, greedy=base)
+        adv = adv.to(compressor.device)
         if p.sampling == "bernoulli":
             logp = sequence_log_prob(enc.logp_keep, enc.logp_drop, actions, enc.mask, p.logprob)
         entropy = sequence_entropy(enc.logp_keep, enc.logp_drop, enc.mask)
         loss, _ = policy_loss(logp, adv, entropy, p.entropy_coef, valid.to(compressor.device))
-    scored = [r for r in result.rewards if r is not None]
+    scored = [r for r in result.rewards[:n] if r is not None]
+    greedy_scored = [r for r in result.rewards[n:] if r is not None]
     rates = [
-        c / max(o, 1)
-        for c, o in zip(compressed, [r.context_tokens for r in rows for _ in range(k)], strict=True)
+        c / max(r.context_tokens, 1) for c, r in zip(compressed, scored_rows[:n], strict=False)
     ]
     sums = {
         "reward_sum": float(sum(scored)),
         "scored": float(len(scored)),
-        "unscorable": float(result.unscorable),
-        "samples": float(len(result.rewards)),
+        "unscorable": float(n - len(scored)),
+        "samples": float(n),
         "rate_sum": float(sum(rates)),
         "entropy_sum": float(entropy.detach().sum()),
         "loss_sum": float(loss.detach()) * len(rows),
         "prompts": float(len(rows)),
+        "greedy_sum": float(sum(greedy_scored)),
+        "greedy_scored": float(len(greedy_scored)),
     }
     return loss, sums
 
 
-def validation_reward(
-    compressor: Compressor, rows: Sequence[TrainRow], *, llm: Any, task: Any, params: Params
-) -> float:
-    """Mean reward of what inference would deploy: ``Compressor.compress`` at the target
-    rate (greedy, budgeted), on fixed validation rows — a learning curve free of sampling
-    and batch-composition noise."""
-    from taco.rewards import compute_rewards
-
+def deployed_texts(compressor: Compressor, rows: Sequence[TrainRow], params: Params) -> list[str]:
+    """What inference would deploy for ``rows``: ``Compressor.compress`` at the target rate
+    (greedy, budgeted, no autograd)."""
     p: TrainParams = params.train
     rate = p.rate if p.rate is not None else params.reward.rate
     with torch.inference_mode(), autocast(compressor.device, p.bf16):
@@ -237,7 +242,18 @@ def validation_reward(
             keep_digits=p.keep_digits,
             questions=[r.example.question for r in rows],
         )
-    texts = [r.compressed_prompt for r in results]
+    return [r.compressed_prompt for r in results]
+
+
+def validation_reward(
+    compressor: Compressor, rows: Sequence[TrainRow], *, llm: Any, task: Any, params: Params
+) -> float:
+    """Mean reward of what inference would deploy: ``Compressor.compress`` at the target
+    rate (greedy, budgeted), on fixed validation rows — a learning curve free of sampling
+    and batch-composition noise."""
+    from taco.rewards import compute_rewards
+
+    texts = deployed_texts(compressor, rows, params)
     result = compute_rewards(
         params.reward.name,
         llm,
@@ -268,7 +284,11 @@ def step_metrics(sums: dict[str, float], llm: Any, seconds: float) -> dict[str, 
         "llm/calls": float(llm_metrics.get("llm/calls", 0.0)),
         "llm/cache_hit_rate": float(llm_metrics.get("llm/cache_hit_rate", 0.0)),
         "perf/samples_per_s": sums["samples"] / max(seconds, 1e-9),
-    }
+    } | (  # train.baseline greedy: the deployed compression's reward on the step's prompts
+        {"reward/greedy": sums["greedy_sum"] / sums["greedy_scored"]}
+        if sums.get("greedy_scored")
+        else {}
+    )
 
 
 def _truncate_history(reports: Path, last_step: int) -> None:

@@ -87,6 +87,18 @@ def test_no_baseline_is_the_paper_mode() -> None:
         rf.advantages(r, "mean")  # type: ignore[arg-type]
 
 
+def test_greedy_baseline_is_self_critical_with_loo_fallback() -> None:
+    """``greedy``: each prompt's deployed compression's reward is the baseline (SCST); a
+    prompt whose greedy reward is unscorable falls back to leave-one-out."""
+    r = rf.rewards_tensor([[0.5, 0.7, None], [0.2, 0.4, 0.6]])
+    greedy = rf.rewards_tensor([[0.6, None]])[0]
+    adv = rf.advantages(r, "greedy", greedy=greedy)
+    assert adv[0].tolist() == pytest.approx([-0.1, 0.1, 0.0])
+    assert adv[1].tolist() == pytest.approx([0.2 - 0.5, 0.0, 0.6 - 0.3])
+    with pytest.raises(ValueError, match="greedy reward per prompt"):
+        rf.advantages(r, "greedy")
+
+
 def test_normalisation_scales_by_std_without_recentring() -> None:
     r = rf.rewards_tensor([[0.0, 2.0], [None, 1.0]])
     adv = rf.advantages(r, "none", normalize=True)

@@ -224,6 +224,36 @@ def test_validation_reward_of_the_deployed_policy_is_logged(tmp_path: Path) -> N
     assert record["kept_step"] == 4
 
 
+def test_greedy_baseline_scores_the_deployed_compression_of_each_prompt(
+    tmp_path: Path,
+) -> None:
+    """``train.baseline: greedy`` (self-critical): every step also scores what inference
+    would deploy for its prompts (one more LLM call per prompt) and logs it as
+    ``reward/greedy``; at step 0 that is the start model's deployed reward on those rows."""
+    from taco.tasks import get_task
+    from taco.train_state import load_rows
+
+    params = load_params(
+        train_setup(tmp_path, train={"steps": 3, "baseline": "greedy", "prompts_per_step": 2})
+    )
+    llm = FakeLLM()
+    record = tr.train(params, tmp_path, llm=llm, progress=False)
+    assert record["steps"] == 3
+    greedy = _tsv(tr.paths(params, tmp_path)["reports"], "reward/greedy")
+    assert [s for s, _ in greedy] == [0, 1, 2]
+    assert all(0 < v <= 1 for _, v in greedy)
+    assert llm.calls == 3 * 2 * (params.train.samples_per_prompt + 1)
+    # step 0's prompts, compressed by the start model as inference would, score the same
+    rows = load_rows(params, tmp_path, "train")
+    order = batch_indices(len(rows), 0, 2, params.base.seed)
+    comp = Compressor.from_pretrained(record["start_model"], device="cpu")
+    tr.set_budget_units(comp, FakeLLM(), params.train.budget_tokens)
+    first = tr.validation_reward(
+        comp, [rows[i] for i in order], llm=FakeLLM(), task=get_task("code", params), params=params
+    )
+    assert greedy[0][1] == pytest.approx(first, abs=6e-6)
+
+
 def test_keep_best_val_saves_the_best_validation_point(tmp_path: Path) -> None:
     """``train.keep: best_val``: the saved weights are those of the best ``reward/val``
     point (the start included), and taco_run.json says which step that was."""
