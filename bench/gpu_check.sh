@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command GPU check: a short TACO-RL training (50 steps, QA from ../shared/data, embedded
-# SmolLM2 on the GPU in bf16, configs/gpu.yaml) and its steps/s, samples/s and peak memory.
+# SmolLM2 on the GPU in bf16, configs/gpu.yaml) and its steps/s, samples/s and peak memory,
+# then bench/train_step.py's time split of a step on that GPU.
 #
 #   bash bench/gpu_check.sh            # from the repository root, on a machine with an NVIDIA GPU
 #   PYTHON=python3 STEPS=20 SHARED_DATA=/elsewhere/data bash bench/gpu_check.sh
@@ -44,7 +45,13 @@ T0=$(date +%s)
 "$PY" -m taco teacher --params "$PARAMS" --split train --split val
 "$PY" -m taco warmstart --params "$PARAMS"
 "$PY" -m taco train --params "$PARAMS" --no-progress
-"$PY" - "$OUT/data/models/taco/taco_run.json" "$(( $(date +%s) - T0 ))" <<'PY'
+PIPELINE_S=$(( $(date +%s) - T0 ))
+# time split of a step on this GPU (point 9): the warm start, no LLM cache, CUDA-synced phases
+printf 'llm: {cache: false}\n' > "$OUT/nocache.yaml"
+"$PY" -m taco.overlay "$PARAMS" "$OUT/nocache.yaml" -o "$OUT/params.step.yaml"
+"$PY" bench/train_step.py --task qa --data "$SHARED_DATA" --params "$OUT/params.step.yaml" \
+  --model "$OUT/data/models/warmstart" --steps 10 || echo "gpu_check: step split failed"
+"$PY" - "$OUT/data/models/taco/taco_run.json" "$PIPELINE_S" <<'PY'
 import json, sys
 run = json.load(open(sys.argv[1]))
 print("gpu_check:", json.dumps({

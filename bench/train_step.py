@@ -1,9 +1,10 @@
 """Time split of one TACO-RL training step: encoder forward, sampling + text, LLM + reward,
 loss, backward + optimiser step — and the share of the step that is not the LLM.
 
-Uses real prompts from ../shared/data/<task>/dev.jsonl, the compressor and LLM of params.yaml
-(default: the embedded MiniLM policy and SmolLM2-135M with the `loglik` reward). Teacher
-outputs for the prompts are computed first (and cached).
+Uses real prompts from ../shared/data/<task>/dev.jsonl (``--data`` elsewhere), the
+compressor and LLM of params.yaml (default: the embedded MiniLM policy and SmolLM2-135M with
+the `loglik` reward). On CUDA each phase ends with a synchronize. Teacher outputs for the
+prompts are computed first (and cached).
 
     .venv/bin/python bench/train_step.py                       # code, bf16 auto, params' k
     .venv/bin/python bench/train_step.py --task qa --fp32      # fp32 encoder
@@ -36,6 +37,9 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=None, help="samples per prompt (params')")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast for the encoder")
     ap.add_argument("--reward", default=None, choices=("loglik", "taco_rl"))
+    ap.add_argument(
+        "--data", default=str(ROOT.parent / "shared" / "data"), help="folder with <task>/dev.jsonl"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -64,7 +68,7 @@ def main() -> int:
     if args.reward:
         sections["reward"] = dataclasses.replace(params.reward, name=args.reward)
     params = type(params)(sections)
-    dev = ROOT.parent / "shared" / "data" / args.task / "dev.jsonl"
+    dev = Path(args.data) / args.task / "dev.jsonl"
     n = args.prompts * (args.steps + 1)
     examples = [
         Example(task=args.task, **r) for _, r in zip(range(n), load_shared(dev), strict=False)
