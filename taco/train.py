@@ -184,7 +184,7 @@ def train_step(
         greedy = deployed_texts(compressor, rows, params) if p.baseline == "greedy" else []
         compressed = llm.count_tokens(texts + greedy) if texts else []
     n = len(texts)
-    scored_rows = [r for r in rows for _ in range(k)] + list(rows[: len(greedy)])
+    scored_rows = [r for r in rows for _ in range(k)] + (list(rows) if greedy else [])
     with timer("llm_and_reward"):
         result = compute_rewards(
             params.reward.name,
