@@ -416,6 +416,7 @@ class TrainParams:
     normalize_advantages: bool = False
     logprob: typing.Literal["sum", "mean"] = "sum"  # per-sequence log-prob reduction
     entropy_coef: float = 0.01
+    temperature: float = 3.0  # budget sampling: scores / tau before the Gumbel noise
     lr: float = 1e-5  # encoder
     head_lr: float = 1e-4  # keep/drop head (1e-3 for a fresh, not warm-started head)
     weight_decay: float = 0.01
@@ -440,6 +441,7 @@ class TrainParams:
         check_range("train.prompts_per_step", self.prompts_per_step, 1, 10**6)
         check_range("train.samples_per_prompt", self.samples_per_prompt, 1, 1024)
         check_range("train.entropy_coef", self.entropy_coef, 0.0, 10.0)
+        check_range("train.temperature", self.temperature, 0.0, 100.0, low_open=True)
         if self.rate is not None:
             check_range("train.rate", self.rate, 0.0, 1.0, low_open=True)
         if self.sampling == "budget" and self.level != "word":

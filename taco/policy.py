@@ -196,6 +196,7 @@ def sample_budget(
     generator: torch.Generator | None = None,
     unit: str = "word",
     keep_newlines: bool = True,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` compressions per prompt at a fixed token budget, as inference selects words.
 
@@ -206,13 +207,17 @@ def sample_budget(
     is sampling without replacement in a Plackett–Luce model, so log π = the log-probability
     of picking the kept items in their perturbed order. Items are words, or with ``unit``
     sentence/line whole spans scored by the mean p(keep) of their words (inference's span
-    rule; the last span picked may be kept only in part). Returns actions ``(B, k, T)`` and
-    log π ``(B, k)`` (with autograd). Word-level encodings only.
+    rule; the last span picked may be kept only in part). ``temperature`` τ divides the
+    scores before the noise (and in log π): τ > 1 explores beyond what inference keeps, whose
+    top-k does not depend on τ. Returns actions ``(B, k, T)`` and log π ``(B, k)`` (with
+    autograd). Word-level encodings only.
     """
     if enc.level != "word":
         raise ValueError("budget sampling needs word-level actions (train.level: word)")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     device = enc.logp_keep.device
     n_docs, width = enc.mask.shape
     mask_np = enc.mask.cpu().numpy()
@@ -231,6 +236,7 @@ def sample_budget(
         masks = np.zeros(scores.shape, dtype=bool)
         for b, (sp, n) in enumerate(zip(spans, words, strict=True)):
             masks[b, sp[mask_np[b, :n]]] = True  # spans with an action word
+    scores = scores / temperature
     # Gumbel noise per prompt (the generator's stream as drawn prompt by prompt), one copy
     noise = torch.zeros((n_docs, k, scores.shape[1]), device=device)
     for b, n in enumerate(n_items):

@@ -174,7 +174,13 @@ def train_step(
         if p.sampling == "budget":
             rate = p.rate if p.rate is not None else params.reward.rate
             actions, logp = policy.sample_budget(
-                enc, k, rate, generator, p.unit, keep_newlines=keep_newlines
+                enc,
+                k,
+                rate,
+                generator,
+                p.unit,
+                keep_newlines=keep_newlines,
+                temperature=p.temperature,
             )
         else:
             actions = policy.sample(enc, k, generator)

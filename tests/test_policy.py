@@ -176,6 +176,40 @@ def test_budget_sampling_meets_the_budget_like_inference(compressor: Compressor)
         policy.sample_budget(policy.encode(compressor, docs, level="token"), 2, 0.5)
 
 
+def test_sampling_temperature_explores_and_scales_log_pi(compressor: Compressor) -> None:
+    """``temperature`` τ: log π is Plackett–Luce over scores / τ in the sampled pick order
+    (rebuilt from the same generator's noise), and a higher τ strays further from what
+    inference keeps (the τ → 0 limit: the top of the scores, the same at any τ)."""
+    from taco.reinforce import plackett_luce_log_prob
+
+    docs = policy.prepare(compressor, [TEXT], [QUESTION])
+    enc = policy.encode(compressor, docs, force_tokens=())
+    n = docs[0].al.n_words
+    mask = enc.mask[0, :n]
+    greedy, _ = policy.sample_budget(
+        enc, 1, 0.5, torch.Generator().manual_seed(0), temperature=1e-4
+    )
+    g = greedy[0, 0, :n].bool().numpy()
+    away = []
+    for tau in (0.25, 1.0, 4.0):
+        actions, logp = policy.sample_budget(
+            enc, 16, 0.5, torch.Generator().manual_seed(0), temperature=tau
+        )
+        kept = actions[0, :, :n].bool().numpy()
+        away.append(float(np.mean([(k != g).sum() for k in kept])))
+        scores = ((enc.logp_keep - enc.logp_drop)[0, :n] / tau).detach()
+        u = torch.rand((16, n), generator=torch.Generator().manual_seed(0))
+        noisy = scores - torch.log(-torch.log(u.clamp(1e-12, 1 - 1e-7)))
+        for j in (0, 7):
+            picked = np.flatnonzero(kept[j] & mask.numpy())
+            order = picked[np.argsort(-noisy[j, picked].numpy(), kind="stable")]
+            want = plackett_luce_log_prob(scores, torch.as_tensor(order), mask)
+            assert float(logp[0, j]) == pytest.approx(float(want), abs=1e-3)
+    assert away[0] < away[1] < away[2]
+    with pytest.raises(ValueError, match="temperature"):
+        policy.sample_budget(enc, 2, 0.5, temperature=0.0)
+
+
 def test_span_budget_sampling_keeps_whole_sentences(compressor: Compressor) -> None:
     from taco.reinforce import plackett_luce_log_prob, word_log_probs
     from taco.text import span_ids
