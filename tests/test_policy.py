@@ -204,7 +204,7 @@ def test_sampling_temperature_explores_and_scales_log_pi(compressor: Compressor)
             picked = np.flatnonzero(kept[j] & mask.numpy())
             order = picked[np.argsort(-noisy[j, picked].numpy(), kind="stable")]
             want = plackett_luce_log_prob(scores, torch.as_tensor(order), mask)
-            assert float(logp[0, j]) == pytest.approx(float(want), abs=1e-3)
+            assert float(logp[0, j].detach()) == pytest.approx(float(want), abs=1e-3)
     assert away[0] < away[1] < away[2]
     with pytest.raises(ValueError, match="temperature"):
         policy.sample_budget(enc, 2, 0.5, temperature=0.0)
