@@ -218,7 +218,7 @@ def train_step(
     scored = [r for r in result.rewards[:n] if r is not None]
     greedy_scored = [r for r in result.rewards[n:] if r is not None]
     rates = [
-        c / max(r.context_tokens, 1) for c, r in zip(compressed, scored_rows[:n], strict=False)
+        c / max(r.context_tokens, 1) for c, r in zip(compressed[:n], scored_rows[:n], strict=True)
     ]
     sums = {
         "reward_sum": float(sum(scored)),
