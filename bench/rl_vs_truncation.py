@@ -112,7 +112,7 @@ def main() -> int:
             [e.context for e in examples], [e.question for e in examples]
         )
         scores[name] = [
-            ranking_scores(word_scores(p, d.al), d.al, comp.unit)
+            ranking_scores(word_scores(p, d.al), d.al, comp.unit, comp.position_prior)
             for p, d in zip(probs, docs, strict=True)
         ]
     ys = [teacher[e.id] for e in examples]

@@ -33,10 +33,13 @@ from taco.selection import (
     check_budget_args,
     count_many,
     forced_words,
+    item_starts,
     select_words,
-    span_keys,
+    span_means,
+    span_order_keys,
     tiktoken_counter,
     token_budget,
+    with_position_prior,
     word_scores,
 )
 from taco.text import (
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 
 DType = Literal["float32", "bfloat16", "auto"]
 UNIT_KEY = "taco_unit"  # config.json key: the selection unit the compressor was trained for
+PRIOR_KEY = "taco_position_prior"  # config.json key: its position prior β (0 = none)
 MAX_QUESTION_SHARE = 0.5  # a question may take at most half of an encoder window
 
 
@@ -178,6 +182,7 @@ class Compressor:
         batch_rows: int = 16,
         name: str = "",
         unit: str | None = None,
+        position_prior: float | None = None,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.dtype = resolve_dtype(dtype, self.device)
@@ -199,6 +204,8 @@ class Compressor:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else 0
         self.unit = check_unit(unit or getattr(model.config, UNIT_KEY, "word"))
+        prior = getattr(model.config, PRIOR_KEY, 0.0) if position_prior is None else position_prior
+        self.position_prior = check_position_prior(prior)
 
     # ------------------------------------------------------------------ loading / saving
 
@@ -212,11 +219,13 @@ class Compressor:
         token_counter: TokenCounter | None = None,
         max_seq_len: int = 512,
         unit: str | None = None,
+        position_prior: float | None = None,
     ) -> Compressor:
         """Load a compressor folder (or hub id when online); ``None`` = the embedded
         all-MiniLM-L6-v2 encoder with a fresh, *untrained* keep/drop head. ``unit`` (what
         the budget keeps whole: word, sentence or line) defaults to the one the model was
-        trained with (``taco_unit`` in its config.json), else ``word``."""
+        trained with (``taco_unit`` in its config.json), else ``word``; ``position_prior``
+        (β of ``with_position_prior``) likewise (``taco_position_prior``), else 0."""
         model, tokenizer, name = load_encoder(name_or_path)
         return cls(
             model,
@@ -227,12 +236,15 @@ class Compressor:
             max_seq_len=max_seq_len,
             name=name,
             unit=unit,
+            position_prior=position_prior,
         )
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> None:
         """Save as a plain Hugging Face token-classification folder (weights + tokenizer);
-        the selection unit is recorded as ``taco_unit`` in its config.json."""
+        the selection unit and position prior are recorded as ``taco_unit`` and
+        ``taco_position_prior`` in its config.json."""
         setattr(self.model.config, UNIT_KEY, self.unit)
+        setattr(self.model.config, PRIOR_KEY, self.position_prior)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
@@ -456,7 +468,7 @@ class Compressor:
         keep_newlines = "\n" in force
         origin, costs = self.budget_costs(doc)
         budget = token_budget(origin, rate, target_tokens)
-        scores = ranking_scores(word_scores(token_probs, al), al, unit)
+        scores = ranking_scores(word_scores(token_probs, al), al, unit, self.position_prior)
         forced = forced_words(al, force, keep_digits)
         scores = scores + (np.ptp(scores) + 1.0) * forced  # forced words first
         keep, text, count = self.fit_words(doc, scores, costs, budget, unit, keep_newlines)
@@ -492,9 +504,25 @@ _LLMLINGUA_IGNORED = frozenset(
 )
 
 
-def ranking_scores(scores: np.ndarray, al: Alignment, unit: str) -> np.ndarray:
-    """Word ranking for ``select_words``: the word scores themselves, or span keys."""
-    return scores if unit == "word" else span_keys(scores, span_ids(al, unit))
+def ranking_scores(
+    scores: np.ndarray, al: Alignment, unit: str, position_prior: float = 0.0
+) -> np.ndarray:
+    """Word ranking for ``select_words`` from word ``scores`` (mean keep-probabilities): the
+    scores themselves, or span keys (spans by their mean score); with a position prior β,
+    each item (word or span) ranks by ``with_position_prior`` instead."""
+    if unit == "word" and not position_prior:
+        return scores
+    spans = span_ids(al, unit)
+    items = scores if unit == "word" else span_means(scores, spans)
+    items = with_position_prior(items, item_starts(al, spans), position_prior)
+    return items if unit == "word" else span_order_keys(items, spans)
+
+
+def check_position_prior(prior: Any) -> float:
+    """β of ``with_position_prior``: a finite number >= 0."""
+    if isinstance(prior, bool) or not isinstance(prior, int | float) or not 0 <= prior < math.inf:
+        raise ValueError(f"position_prior must be a finite number >= 0, got {prior!r}")
+    return float(prior)
 
 
 def _check_texts(texts: Any, name: str) -> list[str]:
@@ -537,7 +565,6 @@ __all__ = [
     "ranking_scores",
     "resolve_device",
     "select_words",
-    "span_keys",
     "tiktoken_counter",
     "token_budget",
     "word_scores",

@@ -417,6 +417,7 @@ class TrainParams:
     logprob: typing.Literal["sum", "mean"] = "sum"  # per-sequence log-prob reduction
     entropy_coef: float = 0.01
     temperature: float = 3.0  # budget sampling: scores / tau before the Gumbel noise
+    position_prior: float | None = None  # beta: items rank by logit p - beta*start; null = model's
     lr: float = 1e-5  # encoder
     head_lr: float = 1e-4  # keep/drop head (1e-3 for a fresh, not warm-started head)
     weight_decay: float = 0.01
@@ -442,6 +443,10 @@ class TrainParams:
         check_range("train.samples_per_prompt", self.samples_per_prompt, 1, 1024)
         check_range("train.entropy_coef", self.entropy_coef, 0.0, 10.0)
         check_range("train.temperature", self.temperature, 0.0, 100.0, low_open=True)
+        if self.position_prior is not None:
+            check_range("train.position_prior", self.position_prior, 0.0, 1000.0)
+            if self.position_prior and self.sampling != "budget":
+                raise ConfigError("train.position_prior needs train.sampling: budget")
         if self.rate is not None:
             check_range("train.rate", self.rate, 0.0, 1.0, low_open=True)
         if self.sampling == "budget" and self.level != "word":

@@ -45,7 +45,7 @@ from taco.compressor import (
     select_words,
 )
 from taco.reinforce import plackett_luce_log_probs, token_log_probs, word_log_probs
-from taco.selection import span_order_keys
+from taco.selection import item_starts, span_order_keys
 from taco.text import render, span_ids
 
 Level = Literal["word", "token"]
@@ -197,6 +197,7 @@ def sample_budget(
     unit: str = "word",
     keep_newlines: bool = True,
     temperature: float = 1.0,
+    position_prior: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` compressions per prompt at a fixed token budget, as inference selects words.
 
@@ -209,8 +210,10 @@ def sample_budget(
     sentence/line whole spans scored by the mean p(keep) of their words (inference's span
     rule; the last span picked may be kept only in part). ``temperature`` τ divides the
     scores before the noise (and in log π): τ > 1 explores beyond what inference keeps, whose
-    top-k does not depend on τ. Returns actions ``(B, k, T)`` and log π ``(B, k)`` (with
-    autograd). Word-level encodings only.
+    top-k does not depend on τ. ``position_prior`` β subtracts β·(where the item starts, as
+    a share of the text) from its score (logit of p(keep)), as inference ranks with the
+    compressor's prior (``with_position_prior``). Returns actions ``(B, k, T)`` and log π
+    ``(B, k)`` (with autograd). Word-level encodings only.
     """
     if enc.level != "word":
         raise ValueError("budget sampling needs word-level actions (train.level: word)")
@@ -236,6 +239,11 @@ def sample_budget(
         masks = np.zeros(scores.shape, dtype=bool)
         for b, (sp, n) in enumerate(zip(spans, words, strict=True)):
             masks[b, sp[mask_np[b, :n]]] = True  # spans with an action word
+    if position_prior:
+        starts = np.zeros(scores.shape, dtype=np.float32)
+        for b, (doc, sp) in enumerate(zip(enc.docs, spans, strict=True)):
+            starts[b, : n_items[b]] = item_starts(doc.al, sp)
+        scores = scores - position_prior * torch.as_tensor(starts, device=device)
     scores = scores / temperature
     # Gumbel noise per prompt (the generator's stream as drawn prompt by prompt), one copy
     noise = torch.zeros((n_docs, k, scores.shape[1]), device=device)

@@ -138,6 +138,26 @@ def span_means(scores: np.ndarray, spans: np.ndarray) -> np.ndarray:
     )
 
 
+def item_starts(al: Alignment, spans: np.ndarray) -> np.ndarray:
+    """Where each item (word or span; ``spans`` maps words to 0, 1, ...) starts, as a share
+    of the text's characters before it: 0 for the first, towards 1 for the last."""
+    n_items = int(spans[-1]) + 1 if spans.shape[0] else 0
+    first = np.full(n_items, al.n_words, dtype=np.int64)
+    np.minimum.at(first, spans, np.arange(spans.shape[0]))
+    return al.word_start[first] / max(len(al.text), 1)
+
+
+def with_position_prior(p: np.ndarray, starts: np.ndarray, prior: float) -> np.ndarray:
+    """Item ranking scores with a position prior β: ``logit(p) - β·start`` (``p`` = mean
+    keep-probability of each item, ``starts`` from ``item_starts``); ``p`` itself when β = 0.
+    A large β ranks by position — truncation — and the encoder's scores reorder items only
+    where they outweigh it; the training policy samples in the same units."""
+    if prior == 0:
+        return p
+    q = np.clip(p.astype(np.float64), 1e-6, 1 - 1e-6)
+    return np.log(q) - np.log1p(-q) - prior * starts
+
+
 def span_order_keys(span_scores: np.ndarray, spans: np.ndarray) -> np.ndarray:
     """Word ranking keys from one score per span (see ``span_keys``)."""
     n = spans.shape[0]

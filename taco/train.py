@@ -181,6 +181,7 @@ def train_step(
                 p.unit,
                 keep_newlines=keep_newlines,
                 temperature=p.temperature,
+                position_prior=compressor.position_prior,
             )
         else:
             actions = policy.sample(enc, k, generator)
@@ -364,7 +365,11 @@ def train(
         {**config, "world_size": ranks.world}, rows, Path(start) if start else None
     )
     compressor = Compressor.from_pretrained(
-        start, device=str(device), max_seq_len=p.max_seq_len, unit=p.unit
+        start,
+        device=str(device),
+        max_seq_len=p.max_seq_len,
+        unit=p.unit,
+        position_prior=p.position_prior,
     )
     model = compressor.model  # eval mode: no dropout, so sampling and log-probs agree
     broadcast_parameters(model, ranks)

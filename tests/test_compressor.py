@@ -420,3 +420,33 @@ def test_fit_budget_refills_when_word_costs_overcount(comp):
     _, text, n = fit_budget(al, lambda b: select_words(scores, cheap, b), np.argsort(scores),
                             cheap, budget, count, rounds=1)  # fmt: skip
     assert n == count(text) and budget - 2 * max(map(len, words)) < n <= budget
+
+
+def test_position_prior_ranks_towards_truncation_and_is_saved(comp, code, tmp_path):
+    """A position prior β makes items rank by logit(p) − β·start: a huge β keeps a prefix
+    (truncation), a middling one mixes, and β travels in config.json."""
+    text = code[3]["context"]
+    al = comp.prepare(text).al
+    plain = comp.compress(text, rate=0.5, force_tokens=())
+    comp.position_prior = 1e4
+    try:
+        trunc = comp.compress(text, rate=0.5, force_tokens=())
+        comp.position_prior = 2.0
+        mixed = comp.compress(text, rate=0.5, force_tokens=())
+        comp.save_pretrained(tmp_path / "m")
+    finally:
+        comp.position_prior = 0.0
+    first = [int(np.searchsorted(al.word_start, s)) for s, _ in trunc.kept_spans]
+    dropped = next(i for i in range(al.n_words) if i not in first)
+    assert first[:dropped] == list(range(dropped)) and dropped > al.n_words // 4
+    assert len(first) - dropped <= 3  # past the cut, only the fill of small words
+    assert len({plain.compressed_prompt, mixed.compressed_prompt, trunc.compressed_prompt}) == 3
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["taco_position_prior"] == 2.0
+    loaded = Compressor.from_pretrained(tmp_path / "m", device="cpu")
+    assert loaded.position_prior == 2.0
+    again = loaded.compress(text, rate=0.5, force_tokens=())
+    assert again.compressed_prompt == mixed.compressed_prompt
+    assert Compressor.from_pretrained(tmp_path / "m", position_prior=0.0).position_prior == 0.0
+    with pytest.raises(ValueError, match="position_prior must be a finite number >= 0"):
+        Compressor.from_pretrained(tmp_path / "m", device="cpu", position_prior=-1.0)

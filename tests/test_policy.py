@@ -274,3 +274,55 @@ def test_budget_sampling_counts_in_the_token_counters_units() -> None:
     # the greedy path agrees on the units
     out = chars.compress(TEXT, rate=0.3, question=QUESTION, force_tokens=())
     assert len(out.compressed_prompt) <= int(0.3 * len(TEXT))
+
+
+@pytest.mark.parametrize("unit", ["word", "sentence"])
+def test_position_prior_samples_around_what_inference_keeps(unit: str) -> None:
+    """With a position prior β the near-greedy sample (τ → 0) keeps exactly what
+    ``Compressor.compress`` deploys with the same β; log π is Plackett–Luce over
+    (score − β·start) / τ; a huge β is truncation; β = 0 is the plain policy."""
+    from taco.reinforce import plackett_luce_log_prob
+    from taco.selection import item_starts
+    from taco.text import span_ids
+
+    tok = AutoTokenizer.from_pretrained(str(embedded_encoder_path()))
+    torch.manual_seed(0)
+    model = BertForTokenClassification(tiny_bert_config(tok.vocab_size, 64))
+    comp = Compressor(model, tok, device="cpu", max_seq_len=64, unit=unit)
+    text = TEXT + " " + TEXT.replace("steam", "atmospheric")
+    docs = policy.prepare(comp, [text], [QUESTION])
+    enc = policy.encode(comp, docs, force_tokens=())
+    al = docs[0].al
+    n, gen = al.n_words, torch.Generator
+    kept = {}
+    for beta in (0.0, 2.0, 1e3):
+        comp.position_prior = beta
+        got, _ = policy.sample_budget(enc, 1, 0.5, gen().manual_seed(0), unit, 1, 1e-6, beta)
+        out = comp.compress(text, rate=0.5, question=QUESTION, force_tokens=())
+        deployed = np.zeros(n, dtype=bool)
+        for s, _e in out.kept_spans:
+            deployed[np.searchsorted(al.word_start, s)] = True
+        kept[beta] = got[0, 0, :n].bool().numpy()
+        np.testing.assert_array_equal(kept[beta], deployed)
+    assert not np.array_equal(kept[0.0], kept[1e3])
+    first_dropped = int(np.argmin(kept[1e3]))
+    assert kept[1e3][:first_dropped].all() and first_dropped > 0  # truncation
+    assert not kept[1e3][first_dropped + 1 :].any() or unit == "word"  # (word: a fill)
+    # log π at β = 2, τ = 3 in the sampled order, rebuilt from the generator's noise
+    spans = span_ids(al, unit)
+    lk, ld = enc.logp_keep[0, :n], enc.logp_drop[0, :n]
+    if unit != "word":
+        from taco.reinforce import word_log_probs
+
+        lk, ld = word_log_probs(lk, ld, torch.as_tensor(spans), int(spans[-1]) + 1)
+    starts = torch.as_tensor(item_starts(al, spans), dtype=torch.float32)
+    scores = ((lk - ld).detach() - 2.0 * starts) / 3.0
+    actions, logp = policy.sample_budget(enc, 4, 0.5, gen().manual_seed(3), unit, 1, 3.0, 2.0)
+    u = torch.rand((4, len(starts)), generator=gen().manual_seed(3))
+    noisy = scores - torch.log(-torch.log(u.clamp(1e-12, 1 - 1e-7)))
+    for j in range(4):
+        picked = np.unique(spans[actions[0, j, :n].bool().numpy()])
+        order = picked[np.argsort(-noisy[j, picked].numpy(), kind="stable")]
+        mask = torch.ones(len(starts), dtype=torch.bool)
+        want = plackett_luce_log_prob(scores, torch.as_tensor(order), mask)
+        assert float(logp[0, j].detach()) == pytest.approx(float(want), abs=1e-3)

@@ -294,6 +294,34 @@ def test_line_units_train_and_are_saved_with_the_model(tmp_path: Path) -> None:
         load_params(train_setup(tmp_path, train={"sampling": "bernoulli", "unit": "sentence"}))
 
 
+def test_position_prior_trains_and_is_saved_with_the_model(tmp_path: Path) -> None:
+    """``train.position_prior`` β: training samples and validates with it, and the saved
+    model carries it, so inference ranks as training did; null keeps the start model's."""
+    from taco.config import ConfigError
+
+    over = {
+        "steps": 2,
+        "sampling": "budget",
+        "position_prior": 1e3,
+        "eval_every": 1,
+        "eval_rows": 3,
+    }
+    params = _with_val_rows(tmp_path, over)
+    record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+    saved = str(tr.paths(params, tmp_path)["model"])
+    comp = Compressor.from_pretrained(saved, device="cpu")
+    assert comp.position_prior == 1e3 and record["config"]["train"]["position_prior"] == 1e3
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
+    kept = comp.compress(text, rate=0.5, force_tokens=()).compressed_prompt.split()
+    assert 2 < len(kept) < 10 and kept[:-1] == text.split()[: len(kept) - 1]  # truncation
+    assert Compressor.from_pretrained(saved, device="cpu", position_prior=0.0).position_prior == 0
+    with pytest.raises(ConfigError, match=r"train\.position_prior"):
+        bernoulli = {"sampling": "bernoulli", "position_prior": 1}
+        load_params(train_setup(tmp_path / "x", train=bernoulli))
+    with pytest.raises(ConfigError, match=r"train\.position_prior"):
+        load_params(train_setup(tmp_path / "y", train={"position_prior": -1}))
+
+
 def test_training_without_dvclive_still_records_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
