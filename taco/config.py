@@ -371,7 +371,7 @@ class WarmstartParams:
     Skipped when ``train.base_model`` already is a 2-label token classifier (a compressor).
     """
 
-    teacher: typing.Literal["self_information", "llm", "overlap"] = "self_information"
+    teacher: typing.Literal["self_information", "llm", "overlap", "none"] = "self_information"
     rate: float = 0.5  # share of context tokens labelled keep (self_information)
     position_bias: float = 0.7  # self_information: 0 = pure surprisal .. 1 = keep the start
     overlap_position_bias: float = 0.0  # overlap: 0 = pure overlap (ties: earlier) .. 1 = start

@@ -97,7 +97,8 @@ def start_model(params: Params, root: Path = Path(".")) -> str | None:
     warm = paths(params, root)["warmstart"]
     if (warm / "config.json").is_file():
         return str(warm)
-    log.warning("no warm start in %s: training starts from a fresh keep/drop head", warm)
+    say = log.info if params.warmstart.teacher == "none" else log.warning
+    say("no warm start in %s: training starts from a fresh keep/drop head", warm)
     return base
 
 

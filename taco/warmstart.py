@@ -19,8 +19,9 @@ Teachers (``warmstart.teacher``):
 
 The labelled contexts go through the encoder exactly as in inference and training
 (``Compressor.prepare(context, question)``), and the model is saved as a plain Hugging Face
-token-classification folder. When ``train.base_model`` already is a compressor the stage
-writes only ``warmstart.json`` saying it was skipped.
+token-classification folder. When ``train.base_model`` already is a compressor, or with
+``warmstart.teacher: none`` (RL from the fresh head, which ``train.position_prior`` makes
+truncation), the stage writes only ``warmstart.json`` saying it was skipped.
 """
 
 from __future__ import annotations
@@ -436,9 +437,14 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     p: WarmstartParams = params.warmstart
     base = params.train.base_model
     out = output_dir(params, root)
+    skip = None
     if is_compressor(base):
-        record = {"skipped": True, "reason": "train.base_model is a compressor", "base": base}
-        log.info("warmstart skipped: %s is already a compressor", base)
+        skip = "train.base_model is a compressor"
+    elif p.teacher == "none":
+        skip = "warmstart.teacher: none (RL starts from the fresh head)"
+    if skip:
+        record = {"skipped": True, "reason": skip, "base": base}
+        log.info("warmstart skipped: %s", skip)
         _save_atomic(None, out, record)
         _write_report(params, root, record)
         return record

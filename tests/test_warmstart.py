@@ -115,6 +115,16 @@ def test_stage_trains_saves_and_skips(tmp_path: Path) -> None:
     assert skipped["skipped"] is True
     assert not (out / "config.json").exists() and (out / "warmstart.json").exists()
 
+    # teacher none: no warm start even for a bare encoder; RL starts from its fresh head
+    from taco.train import start_model
+
+    sections["train"]["base_model"] = str(base)
+    sections["warmstart"]["teacher"] = "none"
+    params = load_params(write_params(tmp_path, sections))
+    skipped = ws.run_warmstart(params)
+    assert skipped["skipped"] is True and "teacher: none" in skipped["reason"]
+    assert not (out / "config.json").exists() and start_model(params) == str(base)
+
 
 def test_stage_with_no_rows_says_so(tmp_path: Path) -> None:
     path = tmp_path / "data" / "prepared" / "code" / "train.jsonl"
