@@ -81,7 +81,9 @@ def main() -> int:
     print(f"teacher outputs for {n} prompts: {time.perf_counter() - t:.1f} s (cached after)")
     rows = [TrainRow(e, o or "", c) for e, o, c in zip(examples, outs, lengths, strict=True)]
     model = args.model or start_model(params, ROOT)
-    comp = Compressor.from_pretrained(model, max_seq_len=params.train.max_seq_len)
+    comp = Compressor.from_pretrained(
+        model, max_seq_len=params.train.max_seq_len, position_prior=params.train.position_prior
+    )
     p = params.train
     set_budget_units(comp, llm, p.budget_tokens)
     freeze_for_rl(comp.model, embeddings=p.freeze_embeddings, train_layers=p.train_layers)

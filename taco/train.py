@@ -31,7 +31,7 @@ import torch
 
 from taco import policy
 from taco.compressor import Compressor
-from taco.config import Params, TrainParams, to_dict
+from taco.config import ConfigError, Params, TrainParams, to_dict
 from taco.reinforce import (
     advantages,
     policy_loss,
@@ -372,6 +372,11 @@ def train(
         unit=p.unit,
         position_prior=p.position_prior,
     )
+    if compressor.position_prior and p.sampling != "budget":
+        raise ConfigError(
+            f"train.sampling: bernoulli cannot train {start}, which ranks with a position prior "
+            f"of {compressor.position_prior}; set train.position_prior: 0 or sampling: budget"
+        )
     model = compressor.model  # eval mode: no dropout, so sampling and log-probs agree
     broadcast_parameters(model, ranks)
     freeze_for_rl(model, embeddings=p.freeze_embeddings, train_layers=p.train_layers)

@@ -320,6 +320,9 @@ def test_position_prior_trains_and_is_saved_with_the_model(tmp_path: Path) -> No
         load_params(train_setup(tmp_path / "x", train=bernoulli))
     with pytest.raises(ConfigError, match=r"train\.position_prior"):
         load_params(train_setup(tmp_path / "y", train={"position_prior": -1}))
+    paper = {"sampling": "bernoulli", "base_model": saved}  # a start model with a prior
+    with pytest.raises(ConfigError, match="position prior of 1000"):
+        tr.train(load_params(train_setup(tmp_path / "z", train=paper)), tmp_path / "z")
 
 
 def test_training_without_dvclive_still_records_the_run(
