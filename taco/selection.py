@@ -93,7 +93,7 @@ def select_words(
     Words are taken in descending score order (ties: earlier word first); once the next
     word does not fit, the remaining budget is filled with the best-ranked words that still
     fit, so the shortfall is smaller than any word left out. For span units (``sentence``,
-    ``line``; scores from ``span_keys``) there is no fill: the selection is exactly a prefix
+    ``line``; scores from ``span_order_keys``) there is no fill: the selection is exactly a prefix
     of the ranking — whole spans, then the start of the next one.
     """
     keep = np.zeros(scores.shape[0], dtype=bool)
@@ -118,16 +118,6 @@ def select_words(
         remaining -= int(rest_cost[k])
         pos = k + 1
     return keep
-
-
-def span_keys(scores: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    """Ranking keys that make ``select_words`` pick whole spans: spans by the mean score of
-    their words (best first, ties: earlier span), the words of a span in reading order — so
-    the budget takes the best spans whole and the prefix of the next one. ``spans`` maps each
-    word to its span (``taco.text.span_ids``)."""
-    if scores.shape[0] == 0:
-        return np.zeros(0, dtype=np.float64)
-    return span_order_keys(span_means(scores, spans), spans)
 
 
 def span_means(scores: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -159,7 +149,10 @@ def with_position_prior(p: np.ndarray, starts: np.ndarray, prior: float) -> np.n
 
 
 def span_order_keys(span_scores: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    """Word ranking keys from one score per span (see ``span_keys``)."""
+    """Ranking keys that make ``select_words`` pick whole spans: spans by their score (best
+    first, ties: earlier span), the words of a span in reading order — so the budget takes
+    the best spans whole and the prefix of the next one. ``spans`` maps each word to its span
+    (``taco.text.span_ids``); ``span_scores`` has one score per span."""
     n = spans.shape[0]
     rank = np.empty(span_scores.shape[0], dtype=np.int64)
     rank[np.argsort(-span_scores, kind="stable")] = np.arange(span_scores.shape[0])

@@ -89,16 +89,19 @@ def paths(params: Params, root: Path = Path(".")) -> dict[str, Path]:
 
 
 def start_model(params: Params, root: Path = Path(".")) -> str | None:
-    """``train.base_model`` when it is a compressor, else the warm start when there is one,
-    else the base model (embedded MiniLM when null) with its fresh head."""
+    """``train.base_model`` when it is a compressor, else the warm start when there is one
+    (and ``warmstart.teacher`` is not ``none``), else the base model (embedded MiniLM when
+    null) with its fresh head."""
     base = params.train.base_model
     if is_compressor(base):
+        return base
+    if params.warmstart.teacher == "none":
+        log.info("warmstart.teacher: none — training starts from a fresh keep/drop head")
         return base
     warm = paths(params, root)["warmstart"]
     if (warm / "config.json").is_file():
         return str(warm)
-    say = log.info if params.warmstart.teacher == "none" else log.warning
-    say("no warm start in %s: training starts from a fresh keep/drop head", warm)
+    log.warning("no warm start in %s: training starts from a fresh keep/drop head", warm)
     return base
 
 

@@ -325,7 +325,7 @@ SENTENCES = (
 
 
 def test_sentence_unit_keeps_the_best_sentences_whole(comp, tmp_path):
-    from taco.selection import span_keys
+    from taco.compressor import ranking_scores
     from taco.text import span_ids
 
     doc = comp.prepare(SENTENCES)
@@ -333,7 +333,7 @@ def test_sentence_unit_keeps_the_best_sentences_whole(comp, tmp_path):
     assert spans.max() == 3  # four sentences
     # scores: the second sentence is best, the fourth next
     scores = np.array([[0.1, 0.9, 0.0, 0.5][s] for s in spans])
-    keys = span_keys(scores, spans)
+    keys = ranking_scores(scores, doc.al, "sentence")
     costs = doc.al.word_n_tokens
     second = spans == 1
     budget = int(costs[second].sum()) + 2  # sentence 2 whole + the first words of sentence 4

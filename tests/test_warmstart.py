@@ -124,6 +124,8 @@ def test_stage_trains_saves_and_skips(tmp_path: Path) -> None:
     skipped = ws.run_warmstart(params)
     assert skipped["skipped"] is True and "teacher: none" in skipped["reason"]
     assert not (out / "config.json").exists() and start_model(params) == str(base)
+    (out / "config.json").write_text("{}")  # a stale warm start is not picked up either
+    assert start_model(params) == str(base)
 
 
 def test_stage_with_no_rows_says_so(tmp_path: Path) -> None:
