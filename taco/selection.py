@@ -132,8 +132,7 @@ def item_starts(al: Alignment, spans: np.ndarray) -> np.ndarray:
     """Where each item (word or span; ``spans`` maps words to 0, 1, ...) starts, as a share
     of the text's characters before it: 0 for the first, towards 1 for the last."""
     n_items = int(spans[-1]) + 1 if spans.shape[0] else 0
-    first = np.full(n_items, al.n_words, dtype=np.int64)
-    np.minimum.at(first, spans, np.arange(spans.shape[0]))
+    first = np.searchsorted(spans, np.arange(n_items))  # spans number words in reading order
     return al.word_start[first] / max(len(al.text), 1)
 
 
