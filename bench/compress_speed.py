@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taco.compressor import Compressor, length_buckets
+from taco.compress.compressor import Compressor
+from taco.compress.encoder import length_buckets
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "summarization" / "dev.jsonl"

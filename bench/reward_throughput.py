@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from taco.config import load_params
-from taco.llm import CachedLLM
-from taco.llm_cache import LLMCache
-from taco.llm_local import LocalLLM
-from taco.tasks import get_task
+from taco.llm.base import CachedLLM
+from taco.llm.cache import LLMCache
+from taco.llm.local import LocalLLM
+from taco.tasks.registry import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")

@@ -67,17 +67,14 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from taco.compressor import (
-        Compressor,
-        ranking_scores,
-        word_scores,
-    )
+    from taco.compress.compressor import Compressor, ranking_scores
+    from taco.compress.selection import word_scores
     from taco.config import load_params
     from taco.llm import build_llm
-    from taco.metrics import rouge_l, sentence_bleu
-    from taco.tasks import get_task
-    from taco.teacher import read_examples
-    from taco.train import set_budget_units
+    from taco.rl.train import set_budget_units
+    from taco.tasks.metrics import rouge_l, sentence_bleu
+    from taco.tasks.registry import get_task
+    from taco.tasks.teacher import read_examples
 
     params = load_params(args.params)
     data = Path(params.base.data_dir)

@@ -45,16 +45,16 @@ def main() -> int:
 
     import dataclasses
 
-    from taco.compressor import Compressor
+    from taco.compress.compressor import Compressor
     from taco.config import load_params
+    from taco.data.ingest import load_shared
+    from taco.data.schema import Example
     from taco.llm import build_llm
-    from taco.schema import Example
-    from taco.sources import load_shared
-    from taco.tasks import get_task
-    from taco.teacher import teacher_outputs
-    from taco.train import Timer, set_budget_units, start_model, train_step
-    from taco.train_state import TrainRow
-    from taco.warmstart import adamw, freeze_for_rl, training_attention
+    from taco.rl.optim import adamw, freeze_for_rl, training_attention
+    from taco.rl.rows import TrainRow
+    from taco.rl.train import Timer, set_budget_units, start_model, train_step
+    from taco.tasks.registry import get_task
+    from taco.tasks.teacher import teacher_outputs
 
     params = load_params(args.params)
     sections = dict(params.sections)

@@ -8,13 +8,13 @@ __version__ = "0.1.0"
 __all__ = ["CompressionResult", "Compressor", "__version__"]
 
 if TYPE_CHECKING:
-    from taco.compressor import CompressionResult, Compressor
+    from taco.compress.compressor import CompressionResult, Compressor
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import taco` stays cheap (no torch) for the CLI's --help and for DAG parsing.
     if name in ("Compressor", "CompressionResult"):
-        from taco import compressor
+        from taco.compress import compressor
 
         return getattr(compressor, name)
     raise AttributeError(f"module 'taco' has no attribute {name!r}")

@@ -109,12 +109,12 @@ def _counter(spec: str | None) -> Any:
     """``--tokenizer``: the token counter the budget is counted in (None: the encoder's)."""
     if spec is None:
         return None
-    from taco.compressor import HFTokenCounter, tiktoken_counter
+    from taco.compress.selection import HFTokenCounter, tiktoken_counter
 
     try:
         if spec.startswith("tiktoken:"):
             return tiktoken_counter(spec.split(":", 1)[1])
-        from taco.llm_local import load_tokenizer
+        from taco.llm.embedded import load_tokenizer
 
         return HFTokenCounter(load_tokenizer(None if spec == "embedded" else spec))
     except (OSError, ValueError, ImportError, KeyError) as exc:
@@ -122,7 +122,8 @@ def _counter(spec: str | None) -> Any:
 
 
 def _run_compress(args: argparse.Namespace) -> int:
-    from taco.compressor import Compressor, check_budget_args
+    from taco.compress.compressor import Compressor
+    from taco.compress.selection import check_budget_args
 
     check_budget_args(args.rate, args.target_tokens)  # before the (slow) model load
     text = _read_input(args.file)
@@ -173,7 +174,7 @@ def _add_ingest(sub: argparse._SubParsersAction) -> Handler:
 
 def _run_ingest(args: argparse.Namespace) -> int:
     from taco.config import load_params
-    from taco.sources import ingest
+    from taco.data.ingest import ingest
 
     snapshot = ingest(load_params(args.params))
     sys.stdout.write(json.dumps(snapshot) + "\n")
@@ -195,7 +196,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> Handler:
 
 def _run_prepare(args: argparse.Namespace) -> int:
     from taco.config import load_params
-    from taco.data import prepare
+    from taco.data.prepare import prepare
 
     stats = prepare(load_params(args.params))
     sys.stdout.write(json.dumps({"rows": stats["rows"], "dropped_share": stats["dropped_share"]}))
@@ -219,13 +220,13 @@ def _add_validate(sub: argparse._SubParsersAction) -> Handler:
 
 def _run_validate(args: argparse.Namespace) -> int:
     from taco.config import load_params
-    from taco.validation import summary, validate
+    from taco.data.validate import summary, validate
 
     report = validate(load_params(args.params))
     if not report["success"]:
         print(f"taco: validation failed: {summary(report)}", file=sys.stderr)
         return 1
-    logging.getLogger("taco.validation").info(summary(report))
+    logging.getLogger("taco.data.validate").info(summary(report))
     return 0
 
 
@@ -291,7 +292,7 @@ def _add_teacher(sub: argparse._SubParsersAction) -> Handler:
 
 def _run_teacher(args: argparse.Namespace) -> int:
     from taco.config import load_params
-    from taco.teacher import TeacherError, run_teacher
+    from taco.tasks.teacher import TeacherError, run_teacher
 
     try:
         meta = run_teacher(
@@ -321,7 +322,7 @@ def _add_warmstart(sub: argparse._SubParsersAction) -> Handler:
 
 def _run_warmstart(args: argparse.Namespace) -> int:
     from taco.config import load_params
-    from taco.warmstart import run_warmstart
+    from taco.rl.warmstart import run_warmstart
 
     record = run_warmstart(load_params(args.params))
     keys = ("skipped", "labelled", "filtered", "loss_first_epoch", "loss_last_epoch", "seconds")
@@ -348,8 +349,8 @@ def _add_train(sub: argparse._SubParsersAction) -> Handler:
 
 def _run_train(args: argparse.Namespace) -> int:
     from taco.config import load_params
-    from taco.train import train
-    from taco.train_state import TrainError
+    from taco.rl.rows import TrainError
+    from taco.rl.train import train
 
     try:
         record = train(load_params(args.params), progress=not args.no_progress)
@@ -406,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from taco.config import ConfigError
-    from taco.schema import SchemaError
+    from taco.data.schema import SchemaError
 
     try:
         return handlers[args.command](args)

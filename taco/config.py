@@ -296,7 +296,7 @@ class OpenAIParams:
 
 @dataclasses.dataclass(frozen=True)
 class LLMParams:
-    """The target/reward LLM shared by teacher, train and evaluate (see taco/llm.py)."""
+    """The target/reward LLM shared by teacher, train and evaluate (see taco/llm/base.py)."""
 
     backend: typing.Literal["local", "openai"] = "local"
     model: str | None = None  # local: folder, hub id or .gguf (null = embedded SmolLM2-135M)
@@ -401,14 +401,14 @@ class WarmstartParams:
 
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
-    """`taco train`: TACO-RL (REINFORCE) fine-tuning of the compressor (see taco/train.py)."""
+    """`taco train`: TACO-RL (REINFORCE) fine-tuning of the compressor (see taco/rl/train.py)."""
 
     base_model: str | None = None  # null = embedded MiniLM (fresh head → warm start first)
     steps: int = 60
     prompts_per_step: int = 2  # over all ranks
     samples_per_prompt: int = 8  # k (one encoder pass for all k); 1 + baseline none = the paper
-    level: typing.Literal["word", "token"] = "word"  # action unit (taco/policy.py)
-    sampling: typing.Literal["bernoulli", "budget"] = "budget"  # see taco/policy.py
+    level: typing.Literal["word", "token"] = "word"  # action unit (taco/rl/policy.py)
+    sampling: typing.Literal["bernoulli", "budget"] = "budget"  # see taco/rl/policy.py
     unit: typing.Literal["word", "sentence", "line"] = "word"  # budget keeps these whole
     rate: float | None = None  # budget sampling: share of tokens kept (null = reward.rate)
     budget_tokens: typing.Literal["llm", "encoder"] = "llm"  # units of the budget (and val)

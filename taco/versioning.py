@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from taco.config import Params
-from taco.datafiles import report_path
+from taco.data.files import report_path
 
 log = logging.getLogger(__name__)
 

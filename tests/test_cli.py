@@ -80,7 +80,7 @@ def test_errors_are_one_line_and_exit_2(args, message):
 def test_compress_counts_the_budget_in_the_target_llms_tokens(tmp_path):
     """``--tokenizer embedded``: origin and kept counts are SmolLM2 tokens (as `taco train`
     budgets), the kept text fits the rate in those tokens; a bad name is a clear error."""
-    from taco.llm_local import load_tokenizer
+    from taco.llm.embedded import load_tokenizer
 
     rows = (json.loads(line) for line in shared_data("code").open())
     text = next(r["context"] for r in rows if len(r["context"]) > 600)

@@ -12,15 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers_local import tiny_xlmr_compressor_folder
 
-from taco.compressor import (
-    CompressionResult,
-    Compressor,
-    HFTokenCounter,
-    fit_budget,
-    select_words,
-    token_budget,
-)
-from taco.text import render
+from taco.compress.compressor import CompressionResult, Compressor, fit_budget
+from taco.compress.selection import HFTokenCounter, select_words, token_budget
+from taco.compress.text import render
 
 
 @pytest.fixture(scope="module")
@@ -325,8 +319,8 @@ SENTENCES = (
 
 
 def test_sentence_unit_keeps_the_best_sentences_whole(comp, tmp_path):
-    from taco.compressor import ranking_scores
-    from taco.text import span_ids
+    from taco.compress.compressor import ranking_scores
+    from taco.compress.text import span_ids
 
     doc = comp.prepare(SENTENCES)
     spans = span_ids(doc.al, "sentence")
@@ -370,7 +364,7 @@ def test_sentence_unit_keeps_the_best_sentences_whole(comp, tmp_path):
 def test_span_units_on_real_text_meet_the_budget_with_at_most_one_partial_span(
     comp, squad, code, unit
 ):
-    from taco.text import span_ids
+    from taco.compress.text import span_ids
 
     texts = [r["context"] for r in squad[:20:4]] + [r["context"] for r in code[:10:2]]
     for rate in (0.2, 0.5, 0.8):

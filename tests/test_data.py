@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taco.config import ConfigError, PrepareParams, ValidateParams, from_mapping, load_params
-from taco.data import (
+from taco.data.files import DataFileError, words
+from taco.data.ingest import ingest, load_shared
+from taco.data.prepare import (
     cap,
     dedupe,
     normalise,
@@ -22,9 +24,7 @@ from taco.data import (
     segment_text,
     split_by_group,
 )
-from taco.datafiles import DataFileError, words
-from taco.schema import Example, SchemaError
-from taco.sources import ingest, load_shared
+from taco.data.schema import Example, SchemaError
 
 
 def ex(

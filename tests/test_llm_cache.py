@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from taco.llm import LLM, CachedLLM
-from taco.llm_cache import LLMCache, cache_dir, cache_key, default_cache_path, set_wal
+from taco.llm.base import LLM, CachedLLM
+from taco.llm.cache import LLMCache, cache_dir, cache_key, default_cache_path, set_wal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_failed_answers_are_not_cached_and_are_asked_again(tmp_path: Path) -> No
 _WORKER = textwrap.dedent(
     """
     import sys
-    from taco.llm_cache import LLMCache
+    from taco.llm.cache import LLMCache
     path, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cache = LLMCache(path)
     for i in range(n):  # many small transactions, interleaved with the other process
@@ -120,7 +120,7 @@ def test_two_processes_share_one_cache_file(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from taco.llm_cache import LLMCache; c = LLMCache(sys.argv[1]); "
+            "import sys; from taco.llm.cache import LLMCache; c = LLMCache(sys.argv[1]); "
             "c.get_many([f'A-{i}' for i in range(150)]); print(c.stats.hits, c.stats.misses)",
             str(path),
         ],

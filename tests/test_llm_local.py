@@ -9,9 +9,9 @@ import pytest
 import torch
 from tiny_causal_lm import tiny_causal_lm_folder
 
-from taco.llm import CachedLLM, LLMError
-from taco.llm_cache import LLMCache
-from taco.llm_local import LocalLLM, resolve_device, resolve_dtype
+from taco.llm.base import CachedLLM, LLMError
+from taco.llm.cache import LLMCache
+from taco.llm.local import LocalLLM, resolve_device, resolve_dtype
 
 PROMPTS = [
     "The quick brown fox",
@@ -133,7 +133,7 @@ def test_dtype_and_device_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_dtype("auto", cpu) is torch.bfloat16
     monkeypatch.setattr("taco.device.bf16_supported", lambda device: False)
     assert resolve_dtype("auto", cpu) is torch.float32
-    monkeypatch.setattr("taco.llm_local.bf16_supported", lambda device: False)
+    monkeypatch.setattr("taco.llm.local.bf16_supported", lambda device: False)
     assert resolve_dtype("auto", torch.device("cuda")) is torch.float16  # an older GPU
     with pytest.raises(LLMError, match=r"llm\.dtype"):
         resolve_dtype("int3", cpu)
@@ -153,13 +153,13 @@ def test_missing_gguf_file_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_embedded_smollm2_answers_a_real_prompt(caplog: pytest.LogCaptureFixture) -> None:
-    from taco.llm_cache import cache_dir
+    from taco.llm.cache import cache_dir
 
     llm = LocalLLM.from_source(None)  # dequantises into $TACO_CACHE_DIR once
     folder = cache_dir() / "models" / "smollm2-135m-instruct"
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="taco.llm_local"):
+    with caplog.at_level(logging.INFO, logger="taco.llm.local"):
         again = LocalLLM.from_source(None)
     assert not any("dequantising" in r.getMessage() for r in caplog.records)  # cached load
     assert again.model_id == llm.model_id == "embedded:SmolLM2-135M-Instruct.Q4_1.gguf"

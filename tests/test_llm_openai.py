@@ -9,8 +9,9 @@ import pytest
 from openai_server import FakeOpenAIServer, echo_responder
 
 from taco.config import LLMParams, from_mapping
-from taco.llm import CachedLLM, LLMError, build_llm
-from taco.llm_openai import OpenAILLM, parse_chat_response, parse_retry_after
+from taco.llm import build_llm
+from taco.llm.base import CachedLLM, LLMError
+from taco.llm.openai import OpenAILLM, parse_chat_response, parse_retry_after
 
 KEY = "sk-test-SECRET-0123456789"
 

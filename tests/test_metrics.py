@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taco.metrics import (
+from taco.tasks.metrics import (
     BertScorer,
     corpus_bleu,
     exact_match,

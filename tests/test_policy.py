@@ -1,4 +1,4 @@
-"""taco.policy on a tiny BERT with the embedded MiniLM tokenizer."""
+"""taco.rl.policy on a tiny BERT with the embedded MiniLM tokenizer."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import torch
 from train_helpers import tiny_bert_config
 from transformers import AutoTokenizer, BertForTokenClassification
 
-from taco import policy
-from taco.compressor import Compressor, embedded_encoder_path, word_scores
-from taco.reinforce import sequence_log_prob
-from taco.text import render
+from taco.compress.compressor import Compressor
+from taco.compress.encoder import embedded_encoder_path
+from taco.compress.selection import word_scores
+from taco.compress.text import render
+from taco.rl import policy
+from taco.rl.reinforce import sequence_log_prob
 
 TEXT = (
     "The steam engine was improved by James Watt in 1776. It used a separate condenser.\n"
@@ -180,7 +182,7 @@ def test_sampling_temperature_explores_and_scales_log_pi(compressor: Compressor)
     """``temperature`` τ: log π is Plackett–Luce over scores / τ in the sampled pick order
     (rebuilt from the same generator's noise), and a higher τ strays further from what
     inference keeps (the τ → 0 limit: the top of the scores, the same at any τ)."""
-    from taco.reinforce import plackett_luce_log_prob
+    from taco.rl.reinforce import plackett_luce_log_prob
 
     docs = policy.prepare(compressor, [TEXT], [QUESTION])
     enc = policy.encode(compressor, docs, force_tokens=())
@@ -211,8 +213,8 @@ def test_sampling_temperature_explores_and_scales_log_pi(compressor: Compressor)
 
 
 def test_span_budget_sampling_keeps_whole_sentences(compressor: Compressor) -> None:
-    from taco.reinforce import plackett_luce_log_prob, word_log_probs
-    from taco.text import span_ids
+    from taco.compress.text import span_ids
+    from taco.rl.reinforce import plackett_luce_log_prob, word_log_probs
 
     docs = policy.prepare(compressor, [TEXT], [QUESTION])
     enc = policy.encode(compressor, docs, force_tokens=())
@@ -281,9 +283,9 @@ def test_position_prior_samples_around_what_inference_keeps(unit: str) -> None:
     """With a position prior β the near-greedy sample (τ → 0) keeps exactly what
     ``Compressor.compress`` deploys with the same β; log π is Plackett–Luce over
     (score − β·start) / τ; a huge β is truncation; β = 0 is the plain policy."""
-    from taco.reinforce import plackett_luce_log_prob
-    from taco.selection import item_starts
-    from taco.text import span_ids
+    from taco.compress.selection import item_starts
+    from taco.compress.text import span_ids
+    from taco.rl.reinforce import plackett_luce_log_prob
 
     tok = AutoTokenizer.from_pretrained(str(embedded_encoder_path()))
     torch.manual_seed(0)
@@ -312,7 +314,7 @@ def test_position_prior_samples_around_what_inference_keeps(unit: str) -> None:
     spans = span_ids(al, unit)
     lk, ld = enc.logp_keep[0, :n], enc.logp_drop[0, :n]
     if unit != "word":
-        from taco.reinforce import word_log_probs
+        from taco.rl.reinforce import word_log_probs
 
         lk, ld = word_log_probs(lk, ld, torch.as_tensor(spans), int(spans[-1]) + 1)
     starts = torch.as_tensor(item_starts(al, spans), dtype=torch.float32)

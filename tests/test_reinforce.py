@@ -1,4 +1,4 @@
-"""taco.reinforce against hand-computed values."""
+"""taco.rl.reinforce against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from taco import reinforce as rf
+from taco.rl import reinforce as rf
 
 NAN = math.nan
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from taco.config import ConfigError, RewardParams, from_mapping
-from taco.llm import LLM
-from taco.rewards import (
+from taco.llm.base import LLM
+from taco.rl.rewards import (
     REWARDS,
     RewardBatch,
     RewardRegistry,
@@ -19,7 +19,7 @@ from taco.rewards import (
     rate_penalty,
     taco_rl_reward,
 )
-from taco.tasks import TaskRegistry
+from taco.tasks.registry import TaskRegistry
 
 P = RewardParams()  # c = 0.5, tau = 30, floor 0.1 -> -0.4, window -> -0.1
 TASKS = TaskRegistry()
@@ -184,7 +184,7 @@ def test_compute_rewards_loglik_scores_the_teacher_output() -> None:
 
 
 def test_gold_reward_scores_against_the_references() -> None:
-    from taco.rewards import gold_reward
+    from taco.rl.rewards import gold_reward
 
     batch = RewardBatch(
         QA,

@@ -14,9 +14,8 @@ import pytest
 from conftest import run_taco, shared_data
 
 from taco.config import ConfigError, IngestParams, from_mapping, load_params
-from taco.datafiles import DataFileError
-from taco.schema import Example
-from taco.sources import (
+from taco.data.files import DataFileError
+from taco.data.ingest import (
     SourceError,
     ingest,
     load_codesearchnet,
@@ -27,6 +26,7 @@ from taco.sources import (
     load_squad,
     load_table,
 )
+from taco.data.schema import Example
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from taco.miner import first_sentence, mine_python, strip_docstring
-from taco.schema import Example
+from taco.data.miner import first_sentence, mine_python, strip_docstring
+from taco.data.schema import Example
 
 EXCLUDE = ("test", "tests", "idlelib", "turtledemo", "lib2to3", "site-packages")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from taco.config import ConfigError, Params, TaskParams, from_mapping, load_params
-from taco.tasks import TASKS, TaskRegistry, TaskSpec, first_line, get_task, register_task
+from taco.tasks.registry import TASKS, TaskRegistry, TaskSpec, first_line, get_task, register_task
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -60,7 +60,7 @@ def test_user_task_adds_template_and_metric_in_one_place() -> None:
 
 
 def test_module_registry_helper(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("taco.tasks.TASKS", TaskRegistry())
+    monkeypatch.setattr("taco.tasks.registry.TASKS", TaskRegistry())
     register_task("echo", "Repeat: {context}", "bleu")
     assert get_task("echo").prompt("x") == "Repeat: x"
 

@@ -14,9 +14,9 @@ from tiny_causal_lm import tiny_causal_lm_folder
 
 from taco.cli import main
 from taco.config import load_params
-from taco.schema import Example
-from taco.tasks import get_task
-from taco.teacher import TeacherError, run_teacher
+from taco.data.schema import Example
+from taco.tasks.registry import get_task
+from taco.tasks.teacher import TeacherError, run_teacher
 
 QA_ROWS = [
     Example(f"q{i}", "qa", f"Paris is the capital of France {i}.", f"Capital {i}?", ("Paris",))

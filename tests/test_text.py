@@ -9,8 +9,8 @@ import pytest
 from tokenizers_local import sentencepiece_tokenizer_folder
 from transformers import AutoTokenizer
 
-from taco.compressor import embedded_encoder_path
-from taco.text import align, chunk_spans, render, special_layout
+from taco.compress.encoder import embedded_encoder_path
+from taco.compress.text import align, chunk_spans, render, special_layout
 
 SAMPLE = (
     "Hello, World!  Don't stop.\n"
@@ -143,8 +143,8 @@ def test_empty_and_whitespace_text(wordpiece):
 def test_span_ids_split_sentences_and_lines():
     from transformers import AutoTokenizer
 
-    from taco.compressor import embedded_encoder_path
-    from taco.text import span_ids
+    from taco.compress.encoder import embedded_encoder_path
+    from taco.compress.text import span_ids
 
     tok = AutoTokenizer.from_pretrained(str(embedded_encoder_path()))
     al = align("First one. Second, e.g. 3.5 more!\nx = f(a.b)\n  return x", tok)

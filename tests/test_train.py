@@ -1,4 +1,4 @@
-"""taco.train: the loop, logging, checkpoints and resume, bad input and faults."""
+"""taco.rl.train: the loop, logging, checkpoints and resume, bad input and faults."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 from train_helpers import FakeLLM, train_setup
 
-from taco import train as tr
-from taco.compressor import Compressor
+from taco.compress.compressor import Compressor
 from taco.config import load_params
-from taco.train_state import TrainError, batch_indices
+from taco.rl import train as tr
+from taco.rl.rows import TrainError, batch_indices
 
 METRICS = (
     "reward/mean",
@@ -200,8 +200,8 @@ def _with_val_rows(root: Path, train: dict) -> Any:
 
 def _val_of(folder: str, params: Any, root: Path) -> float:
     """``reward/val`` of a saved compressor, measured as training measures it."""
-    from taco.tasks import get_task
-    from taco.train_state import load_rows
+    from taco.rl.rows import load_rows
+    from taco.tasks.registry import get_task
 
     rows = load_rows(params, root, "val")[: params.train.eval_rows]
     comp = Compressor.from_pretrained(folder, device="cpu")
@@ -230,8 +230,8 @@ def test_greedy_baseline_scores_the_deployed_compression_of_each_prompt(
     """``train.baseline: greedy`` (self-critical): every step also scores what inference
     would deploy for its prompts (one more LLM call per prompt) and logs it as
     ``reward/greedy``; at step 0 that is the start model's deployed reward on those rows."""
-    from taco.tasks import get_task
-    from taco.train_state import load_rows
+    from taco.rl.rows import load_rows
+    from taco.tasks.registry import get_task
 
     params = load_params(
         train_setup(tmp_path, train={"steps": 3, "baseline": "greedy", "prompts_per_step": 2})

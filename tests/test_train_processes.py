@@ -16,9 +16,9 @@ import yaml
 from tiny_causal_lm import tiny_causal_lm_folder
 from train_helpers import train_setup
 
-from taco import train as tr
-from taco.compressor import Compressor
+from taco.compress.compressor import Compressor
 from taco.config import load_params
+from taco.rl import train as tr
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -81,7 +81,7 @@ import torch.distributed as dist
 from pathlib import Path
 from train_helpers import FakeLLM
 from taco.config import load_params
-from taco.train import train
+from taco.rl.train import train
 
 root = Path(sys.argv[1])
 record = train(load_params(root / "params.yaml"), root, llm=FakeLLM(), progress=False)
@@ -119,6 +119,6 @@ def test_two_ranks_with_gloo_end_with_identical_parameters(tmp_path: Path) -> No
     run = json.loads((tmp_path / "data/models/taco/taco_run.json").read_text())
     assert run["world_size"] == 2 and run["weights_sha256"] == d0
     start = Compressor.from_pretrained(run["start_model"], device="cpu").model
-    from taco.train_state import weights_digest
+    from taco.rl.checkpoint import weights_digest
 
     assert weights_digest(start) != d0  # it did train

@@ -11,9 +11,9 @@ import pytest
 from conftest import run_taco, shared_data
 
 from taco.config import load_params
-from taco.data import prepare
-from taco.sources import ingest
-from taco.validation import summary, validate
+from taco.data.ingest import ingest
+from taco.data.prepare import prepare
+from taco.data.validate import summary, validate
 
 SPLITS = ("train", "val", "test")
 

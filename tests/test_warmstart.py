@@ -1,4 +1,4 @@
-"""taco.warmstart: self-information and LLM-deletion labels, cross-entropy stage, skip rule."""
+"""taco.rl.warmstart: self-information and LLM-deletion labels, cross-entropy stage, skip rule."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import pytest
 from tiny_causal_lm import tiny_causal_lm_folder
 from train_helpers import tiny_encoder_folder, write_params, write_prepared
 
-from taco import warmstart as ws
-from taco.compressor import Compressor, embedded_encoder_path
+from taco.compress.compressor import Compressor
+from taco.compress.encoder import embedded_encoder_path
+from taco.compress.text import align
 from taco.config import load_params
-from taco.text import align
+from taco.rl import warmstart as ws
+from taco.rl.checkpoint import is_compressor
+from taco.rl.optim import freeze_lower_layers, training_attention
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,7 @@ def test_llm_labels_filter_bad_alignments(tokenizer) -> None:
 
 
 def test_self_information_labels_meet_the_rate(tmp_path: Path, tokenizer) -> None:
-    from taco.llm_local import LocalLLM
+    from taco.llm.local import LocalLLM
 
     lm = LocalLLM.from_source(str(tiny_causal_lm_folder(tmp_path / "lm")), device="cpu")
     texts = ["def add(a, b):\n    return a + b", "The quick brown fox jumps over the lazy dog."]
@@ -105,7 +108,7 @@ def test_stage_trains_saves_and_skips(tmp_path: Path) -> None:
     assert record["labelled"] == 12 and not record["skipped"]
     assert record["loss_last_epoch"] < record["loss_first_epoch"]
     assert json.loads((out / "warmstart.json").read_text())["teacher"] == "self_information"
-    assert ws.is_compressor(out)
+    assert is_compressor(out)
     comp = Compressor.from_pretrained(str(out), device="cpu")
     assert comp.compress("def f(x):\n    return x + 1", rate=0.5).compressed_tokens > 0
 
@@ -116,7 +119,7 @@ def test_stage_trains_saves_and_skips(tmp_path: Path) -> None:
     assert not (out / "config.json").exists() and (out / "warmstart.json").exists()
 
     # teacher none: no warm start even for a bare encoder; RL starts from its fresh head
-    from taco.train import start_model
+    from taco.rl.train import start_model
 
     sections["train"]["base_model"] = str(base)
     sections["warmstart"]["teacher"] = "none"
@@ -149,7 +152,7 @@ def test_position_bias_moves_labels_towards_the_start(tokenizer) -> None:
 
 
 def test_batched_surprisal_equals_one_text_at_a_time(tmp_path: Path) -> None:
-    from taco.llm_local import LocalLLM
+    from taco.llm.local import LocalLLM
 
     lm = LocalLLM.from_source(str(tiny_causal_lm_folder(tmp_path / "lm")), device="cpu")
     texts = ["The quick brown fox.", "def add(a, b):\n    return a + b", "", "Paris is big."]
@@ -216,7 +219,7 @@ def test_freeze_lower_layers_trains_only_the_top_of_the_stack() -> None:
     cfg = tiny_bert_config(100)
     cfg.num_hidden_layers = 3
     model = BertForTokenClassification(cfg)
-    frozen = ws.freeze_lower_layers(model, 1)
+    frozen = freeze_lower_layers(model, 1)
     trainable = {n for n, q in model.named_parameters() if q.requires_grad}
     assert trainable and all(
         n.startswith(("bert.encoder.layer.2.", "classifier")) for n in trainable
@@ -228,7 +231,7 @@ def test_freeze_lower_layers_trains_only_the_top_of_the_stack() -> None:
     for n, q in model.named_parameters():
         assert (q.grad is not None) == (n in trainable), n
     with pytest.raises(ValueError, match=r"train\.train_layers: 4 > the model's 3 layers"):
-        ws.freeze_lower_layers(BertForTokenClassification(cfg), 4)
+        freeze_lower_layers(BertForTokenClassification(cfg), 4)
 
 
 def test_train_layers_is_range_checked(tmp_path) -> None:
@@ -248,9 +251,9 @@ def test_training_attention_is_eager_on_cpu_and_not_saved(tmp_path: Path) -> Non
 
     comp = Compressor.from_pretrained(str(tiny_encoder_folder(tmp_path / "enc")), device="cpu")
     default = comp.model.config._attn_implementation
-    ws.training_attention(comp.model, torch.device("cuda"))  # not moved: only the type counts
+    training_attention(comp.model, torch.device("cuda"))  # not moved: only the type counts
     assert comp.model.config._attn_implementation == default
-    ws.training_attention(comp.model, comp.device)
+    training_attention(comp.model, comp.device)
     assert comp.model.config._attn_implementation == "eager" != default
     comp.save_pretrained(tmp_path / "saved")
     again = Compressor.from_pretrained(str(tmp_path / "saved"), device="cpu")

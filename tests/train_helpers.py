@@ -30,7 +30,7 @@ def tiny_encoder_folder(folder: Path, *, classifier: bool = False, seed: int = 0
     import torch
     from transformers import AutoTokenizer, BertForTokenClassification, BertModel
 
-    from taco.compressor import embedded_encoder_path
+    from taco.compress.encoder import embedded_encoder_path
 
     tok = AutoTokenizer.from_pretrained(str(embedded_encoder_path()))
     cfg = tiny_bert_config(tok.vocab_size)

@@ -2,9 +2,10 @@
 
 Inputs are built exactly as the inference ``Compressor`` builds them
 (``Compressor.prepare(text, question)``: the encoder reads ``question [SEP] context`` chunks of
-at most one window each), and the compressed text is rebuilt by ``taco.text.render``, the code
-inference uses. A prompt longer than one window is encoded chunk by chunk and its chunks'
-context tokens are concatenated, so one prompt is one sequence of actions and one reward.
+at most one window each), and the compressed text is rebuilt by
+``taco.compress.text.render``, the code inference uses. A prompt longer than one window is
+encoded chunk by chunk and its chunks' context tokens are concatenated, so one prompt is one
+sequence of actions and one reward.
 
 **Action rule** (``level``):
 
@@ -36,17 +37,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from taco.compressor import (
-    Compressor,
-    Document,
-    fit_budget,
-    forced_words,
-    length_buckets,
-    select_words,
-)
-from taco.reinforce import plackett_luce_log_probs, token_log_probs, word_log_probs
-from taco.selection import item_starts, span_order_keys
-from taco.text import render, span_ids
+from taco.compress.compressor import Compressor, Document, fit_budget
+from taco.compress.encoder import length_buckets
+from taco.compress.selection import forced_words, item_starts, select_words, span_order_keys
+from taco.compress.text import render, span_ids
+from taco.rl.reinforce import plackett_luce_log_probs, token_log_probs, word_log_probs
 
 Level = Literal["word", "token"]
 _PAD_LOGP = math.log(0.5)  # finite filler for padded positions (always masked out)
@@ -328,7 +323,7 @@ def build(
     *,
     keep_newlines: bool = True,
 ) -> Samples:
-    """Compressed texts of sampled actions, rebuilt with ``taco.text.render``."""
+    """Compressed texts of sampled actions, rebuilt with ``taco.compress.text.render``."""
     masks = word_masks(enc, actions)
     texts, shares = [], []
     for doc, row in zip(enc.docs, masks, strict=True):

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from taco.config import Params, to_dict
-from taco.datafiles import dump_jsonl, read_jsonl, write_atomic
-from taco.llm import LLM, build_llm
-from taco.schema import Example
-from taco.tasks import TaskSpec, get_task
+from taco.data.files import dump_jsonl, read_jsonl, write_atomic
+from taco.data.schema import Example
+from taco.llm import build_llm
+from taco.llm.base import LLM
+from taco.tasks.registry import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 

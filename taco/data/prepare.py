@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from taco.config import SPLITS, Params, PrepareParams
-from taco.datafiles import (
+from taco.data.files import (
     RAW_RECORDS,
     STATS_FILE,
     dump_jsonl,
@@ -23,7 +23,7 @@ from taco.datafiles import (
     words,
     write_atomic,
 )
-from taco.schema import Example
+from taco.data.schema import Example
 
 log = logging.getLogger(__name__)
 

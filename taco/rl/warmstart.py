@@ -40,10 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from taco.compressor import Compressor, Document, select_words
-from taco.config import ConfigError, Params, WarmstartParams, to_dict
-from taco.selection import span_means, span_order_keys
-from taco.text import Alignment, align, span_ids
+from taco.compress.compressor import Compressor, Document
+from taco.compress.selection import select_words, span_means, span_order_keys
+from taco.compress.text import Alignment, align, span_ids
+from taco.config import Params, WarmstartParams, to_dict
+from taco.rl.checkpoint import is_compressor
+from taco.rl.optim import adamw, autocast, training_attention
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +56,6 @@ DELETION_PROMPT = (
     "do not reorder, change or add any word. Keep every word needed to {goal}.\n\n"
     "Text:\n{context}\n\nCompressed text:"
 )
-
-
-def is_compressor(name_or_path: str | os.PathLike[str] | None) -> bool:
-    """True when the folder holds a 2-label token classifier (a trained compressor)."""
-    if name_or_path is None:
-        return False
-    cfg = Path(name_or_path) / "config.json"
-    if not cfg.is_file():
-        return False
-    data = json.loads(cfg.read_text(encoding="utf-8"))
-    archs = data.get("architectures") or []
-    labels = len(data.get("id2label") or {}) or data.get("num_labels", 2)
-    return any(a.endswith("ForTokenClassification") for a in archs) and labels == 2
 
 
 def output_dir(params: Params, root: Path = Path(".")) -> Path:
@@ -124,7 +113,7 @@ def lm_surprisal(
 ) -> list[tuple[Any, Any]]:
     """(offsets, surprisal in nats) of every LM token of each text (first token without a
     BOS: the text's mean). Length-sorted, right-padded batches of about ``batch_tokens``."""
-    from taco.compressor import length_buckets
+    from taco.compress.encoder import length_buckets
 
     device = next(model.parameters()).device
     bos = tokenizer.bos_token_id
@@ -272,93 +261,6 @@ def labelled_rows(
     return out
 
 
-def autocast(device: torch.device, mode: bool | str = "auto") -> Any:
-    """bf16 autocast where the hardware has it (``"auto"``), always (True) or never (False)."""
-    from taco.compressor import bf16_supported
-
-    on = mode is True or (mode == "auto" and bf16_supported(device))
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
-
-
-def adamw(model: torch.nn.Module, lr: float, head_lr: float, wd: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters: the encoder at ``lr``, the keep/drop head
-    (``classifier``) at ``head_lr``; the fused kernel where torch has it (≈6× faster steps
-    on a CPU than the per-tensor loop)."""
-    named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
-    groups = [
-        {"params": [q for n, q in named if not n.startswith("classifier")], "lr": lr,
-         "weight_decay": wd},
-        {"params": [q for n, q in named if n.startswith("classifier")], "lr": head_lr,
-         "weight_decay": 0.0},
-    ]  # fmt: skip
-    try:
-        return torch.optim.AdamW(groups, fused=True)
-    except (RuntimeError, TypeError):  # older torch or an unsupported device
-        return torch.optim.AdamW(groups)
-
-
-def training_attention(model: torch.nn.Module, device: torch.device) -> None:
-    """Eager attention for training on a CPU: there its backward is 2-3x faster than
-    SDPA's (MiniLM, bf16 autocast, 2 x 300 tokens, 2 threads: 0.08 s vs 0.15 s; forward
-    0.07 vs 0.06 s). GPUs keep SDPA's fused kernels. Not saved with the model: a reloaded
-    compressor infers with SDPA."""
-    setter = getattr(model, "set_attn_implementation", None)
-    if device.type == "cpu" and callable(setter):
-        try:
-            setter("eager")
-        except (ValueError, ImportError) as exc:  # a model without an eager path
-            log.debug("eager attention unavailable: %s", exc)
-
-
-def freeze_word_embeddings(model: torch.nn.Module) -> int:
-    """Stop training the input word embeddings (half of MiniLM's weights, rarely worth an
-    RL update); returns how many parameters were frozen."""
-    emb = model.get_input_embeddings()
-    emb.weight.requires_grad_(False)
-    return int(emb.weight.numel())
-
-
-def freeze_for_rl(model: torch.nn.Module, *, embeddings: bool, train_layers: int | None) -> None:
-    """``train.freeze_embeddings`` and ``train.train_layers`` applied to ``model``."""
-    if embeddings:
-        freeze_word_embeddings(model)
-    if train_layers is not None:
-        freeze_lower_layers(model, train_layers)
-
-
-def freeze_lower_layers(model: torch.nn.Module, train_top: int) -> int:
-    """Train only the top ``train_top`` transformer layers (and the head): the layers below
-    and the embeddings are frozen, so backward stops at the first trainable layer (RL's
-    backward + step is most of its non-LLM time). Returns how many parameters were frozen."""
-    layers = encoder_layers(model)
-    if train_top > len(layers):
-        raise ConfigError(f"train.train_layers: {train_top} > the model's {len(layers)} layers")
-    frozen = [model.get_input_embeddings(), *layers[: len(layers) - train_top]]
-    embeddings = getattr(_base(model), "embeddings", None)  # positions, types, LayerNorm
-    if isinstance(embeddings, torch.nn.Module):
-        frozen.append(embeddings)
-    params = {id(q): q for module in frozen for q in module.parameters()}
-    for q in params.values():
-        q.requires_grad_(False)
-    return sum(q.numel() for q in params.values())
-
-
-def _base(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, getattr(model, "base_model_prefix", ""), model)
-
-
-def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The stack of transformer layers of an encoder (BERT/RoBERTa/XLM-R/DeBERTa style:
-    ``<base>.encoder.layer``; others: the longest ``ModuleList`` in the model)."""
-    stack = getattr(getattr(_base(model), "encoder", None), "layer", None)
-    if isinstance(stack, torch.nn.ModuleList):
-        return stack
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
-    if not lists:
-        raise ConfigError(f"train.train_layers: no layer stack found in {type(model).__name__}")
-    return max(lists, key=len)
-
-
 def train_supervised(
     compressor: Compressor,
     rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -367,7 +269,7 @@ def train_supervised(
     bf16: bool | str = "auto",
 ) -> dict[str, float]:
     """Cross-entropy on keep/drop labels; returns first/last epoch loss and steps."""
-    from taco.compressor import collate, length_buckets
+    from taco.compress.encoder import collate, length_buckets
 
     model = compressor.model.train()
     training_attention(model, compressor.device)
@@ -432,7 +334,7 @@ def _write_report(params: Params, root: Path, record: dict[str, Any]) -> None:
 
 def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     """The stage: label, train, save to ``<data_dir>/models/warmstart`` (or record a skip)."""
-    from taco.teacher import read_examples
+    from taco.tasks.teacher import read_examples
 
     p: WarmstartParams = params.warmstart
     base = params.train.base_model
@@ -452,7 +354,7 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     split = root / params.base.data_dir / "prepared" / params.base.task / "train.jsonl"
     targets: list[str] = []
     if p.teacher == "overlap":  # rows with a teacher output, and that output
-        from taco.train_state import load_rows
+        from taco.rl.rows import load_rows
 
         pairs = load_rows(params, root)[: p.max_examples]
         examples = [r.example for r in pairs]
@@ -471,7 +373,7 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     docs = [compressor.prepare(ex.context, ex.question) for ex in examples]
     als = [d.al for d in docs]
     if p.teacher == "self_information":
-        from taco.llm_local import LocalLLM
+        from taco.llm.local import LocalLLM
 
         source = params.llm.model if params.llm.backend == "local" else None
         lm = LocalLLM.from_source(source, device=params.llm.device, dtype=params.llm.dtype)
@@ -484,7 +386,7 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         labels = list(overlap_labels(als, targets, p.rate, unit, p.overlap_position_bias))
     else:
         from taco.llm import build_llm
-        from taco.tasks import get_task
+        from taco.tasks.registry import get_task
 
         goal = get_task(params.base.task, params).template.split("\n", 1)[0].rstrip(".").lower()
         labels = llm_labels(

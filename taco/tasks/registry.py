@@ -19,7 +19,7 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from taco.metrics import get_metric
+from taco.tasks.metrics import get_metric
 
 
 def identity(text: str) -> str:

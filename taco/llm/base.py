@@ -1,10 +1,10 @@
-"""The target/reward LLM interface, its on-disk cache wrapper and the factory that reads params.
+"""The target/reward LLM interface, its on-disk cache wrapper and the LLM token counter.
 
 Backends (``llm.backend`` in params.yaml):
 
-- ``local`` (taco/llm_local.py): a transformers causal LM (folder, hub id when online, GGUF
+- ``local`` (taco/llm/local.py): a transformers causal LM (folder, hub id when online, GGUF
   file; the embedded default is SmolLM2-135M-Instruct). ``generate`` and ``loglik``.
-- ``openai`` (taco/llm_openai.py): any OpenAI-compatible chat-completions endpoint.
+- ``openai`` (taco/llm/openai.py): any OpenAI-compatible chat-completions endpoint.
   ``generate`` only; a failed call gives ``None``.
 
 Every backend takes the *user message* (the task prompt); a chat template, when the model has
@@ -17,10 +17,9 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
-from taco.llm_cache import CacheStats, LLMCache, cache_key, default_cache_path
+from taco.llm.cache import CacheStats, LLMCache, cache_key
 
 log = logging.getLogger(__name__)
 
@@ -165,29 +164,3 @@ class LLMTokenCounter:
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
         return self.llm.count_tokens(list(texts))
-
-
-def build_llm(params: Any, *, cache: bool | None = None) -> LLM:
-    """The LLM that ``params`` (an ``LLMParams``) describes, wrapped in the cache when enabled."""
-    if params.backend == "local":
-        from taco.llm_local import LocalLLM
-
-        inner: LLM = LocalLLM.from_source(
-            params.model,
-            device=params.device,
-            dtype=params.dtype,
-            batch_size=params.batch_size,
-            max_new_tokens=params.max_new_tokens,
-        )
-    elif params.backend == "openai":
-        from taco.llm_openai import OpenAILLM
-
-        inner = OpenAILLM.from_params(params)
-    else:  # pragma: no cover - config validation rejects it first
-        raise LLMError(f"llm.backend: unknown backend {params.backend!r}")
-    use_cache = params.cache if cache is None else cache
-    if not use_cache:
-        return inner
-    path = Path(params.cache_path) if params.cache_path is not None else default_cache_path()
-    log.info("LLM cache: %s", path)
-    return CachedLLM(inner, LLMCache(path))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from taco.config import IngestParams, Params
-from taco.datafiles import (
+from taco.data.files import (
     RAW_RECORDS,
     RAW_SNAPSHOT,
     DataFileError,
@@ -27,8 +27,8 @@ from taco.datafiles import (
     read_jsonl,
     write_atomic,
 )
-from taco.miner import mine_python
-from taco.schema import Example
+from taco.data.miner import mine_python
+from taco.data.schema import Example
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ _CSN_ALIASES = {
 
 def codesearchnet_record(row: Mapping[str, Any], where: str) -> Record:
     """One CodeSearchNet function (JSONL or HF row), docstring removed; its first sentence."""
-    from taco.miner import first_sentence, strip_docstring
+    from taco.data.miner import first_sentence, strip_docstring
 
     values = {}
     for name, aliases in _CSN_ALIASES.items():

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taco.config import SPLITS, Params
-from taco.datafiles import (
+from taco.data.files import (
     STATS_FILE,
     prepared_dir,
     read_json,

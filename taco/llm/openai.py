@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from taco.llm import LLM
+from taco.llm.base import LLM
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class OpenAILLM(LLM):
         """Token counts with ``llm.openai.tokenizer`` (default: the embedded SmolLM2 tokenizer,
         an approximation of the endpoint's own tokenizer)."""
         if self._tokenizer is None:
-            from taco.llm_local import load_tokenizer
+            from taco.llm.embedded import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.tokenizer_source)
         enc = self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]

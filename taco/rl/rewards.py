@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from taco.config import RewardParams
-from taco.llm import LLM
-from taco.tasks import TaskSpec
+from taco.llm.base import LLM
+from taco.tasks.registry import TaskSpec
 
 Needs = Literal["generate", "loglik", "none"]
 

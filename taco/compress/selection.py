@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from taco.text import Alignment
+from taco.compress.text import Alignment
 
 
 class TokenCounter(Protocol):
@@ -151,7 +151,7 @@ def span_order_keys(span_scores: np.ndarray, spans: np.ndarray) -> np.ndarray:
     """Ranking keys that make ``select_words`` pick whole spans: spans by their score (best
     first, ties: earlier span), the words of a span in reading order — so the budget takes
     the best spans whole and the prefix of the next one. ``spans`` maps each word to its span
-    (``taco.text.span_ids``); ``span_scores`` has one score per span."""
+    (``taco.compress.text.span_ids``); ``span_scores`` has one score per span."""
     n = spans.shape[0]
     rank = np.empty(span_scores.shape[0], dtype=np.int64)
     rank[np.argsort(-span_scores, kind="stable")] = np.arange(span_scores.shape[0])

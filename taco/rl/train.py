@@ -2,7 +2,7 @@
 
 One readable loop (``train``): seed → model → for each step: sample k masks per prompt →
 compressed prompts → LLM → reward → advantage → loss → optimiser step → log. Rewards come from
-the registry in taco/rewards.py (``reward.name``); unscorable samples get zero advantage and
+the registry in taco/rl/rewards.py (``reward.name``); unscorable samples get zero advantage and
 are counted. AdamW with a separate, higher learning rate for the keep/drop head, a cosine
 schedule with optional warm-up, gradient clipping, bf16 autocast where the hardware has it.
 
@@ -29,37 +29,31 @@ from typing import Any
 
 import torch
 
-from taco import policy
-from taco.compressor import Compressor
+from taco.compress.compressor import Compressor
 from taco.config import ConfigError, Params, TrainParams, to_dict
-from taco.reinforce import (
+from taco.rl import policy
+from taco.rl.checkpoint import (
+    data_versions,
+    git_commit,
+    is_compressor,
+    load_checkpoint,
+    rng_state,
+    run_fingerprint,
+    save_checkpoint,
+    save_model_atomic,
+    set_rng_state,
+    weights_digest,
+)
+from taco.rl.distributed import Ranks, all_sum, broadcast_parameters, init_ranks, sync_gradients
+from taco.rl.optim import adamw, autocast, freeze_for_rl, training_attention
+from taco.rl.reinforce import (
     advantages,
     policy_loss,
     rewards_tensor,
     sequence_entropy,
     sequence_log_prob,
 )
-from taco.train_state import (
-    Ranks,
-    TrainError,
-    TrainRow,
-    all_sum,
-    batch_indices,
-    broadcast_parameters,
-    data_versions,
-    git_commit,
-    init_ranks,
-    load_checkpoint,
-    load_rows,
-    rng_state,
-    run_fingerprint,
-    save_checkpoint,
-    save_model_atomic,
-    set_rng_state,
-    sync_gradients,
-    weights_digest,
-)
-from taco.warmstart import adamw, autocast, freeze_for_rl, is_compressor, training_attention
+from taco.rl.rows import TrainError, TrainRow, batch_indices, load_rows
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +137,7 @@ def set_budget_units(compressor: Compressor, llm: Any, units: str) -> None:
     LLM's tokens (``units`` "llm", ``train.budget_tokens``: the reward's L_o and L_c, so RL
     cannot gain by keeping words the encoder counts as cheaper than the LLM reads them) or
     the encoder's ("encoder")."""
-    from taco.llm import LLMTokenCounter
+    from taco.llm.base import LLMTokenCounter
 
     compressor.token_counter = LLMTokenCounter(llm) if units == "llm" else None
 
@@ -162,7 +156,7 @@ def train_step(
 
     Returns the loss (not yet backpropagated) and per-step sums for logging.
     """
-    from taco.rewards import compute_rewards
+    from taco.rl.rewards import compute_rewards
 
     p: TrainParams = params.train
     k = p.samples_per_prompt
@@ -262,7 +256,7 @@ def validation_reward(
     """Mean reward of what inference would deploy: ``Compressor.compress`` at the target
     rate (greedy, budgeted), on fixed validation rows — a learning curve free of sampling
     and batch-composition noise."""
-    from taco.rewards import compute_rewards
+    from taco.rl.rewards import compute_rewards
 
     texts = deployed_texts(compressor, rows, params)
     result = compute_rewards(
@@ -350,7 +344,7 @@ def train(
     from tqdm.auto import tqdm
 
     from taco.llm import build_llm
-    from taco.tasks import get_task
+    from taco.tasks.registry import get_task
 
     p: TrainParams = params.train
     where = paths(params, root)

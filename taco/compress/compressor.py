@@ -19,16 +19,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from taco.device import bf16_supported, resolve_device, resolve_dtype
-from taco.encoder import (
+from taco.compress.encoder import (
     collate,
-    embedded_encoder_path,
     keep_label_index,
     length_buckets,
     load_encoder,
 )
-from taco.selection import (
-    HFTokenCounter,
+from taco.compress.selection import (
     TokenCounter,
     check_budget_args,
     count_many,
@@ -37,12 +34,11 @@ from taco.selection import (
     select_words,
     span_means,
     span_order_keys,
-    tiktoken_counter,
     token_budget,
     with_position_prior,
     word_scores,
 )
-from taco.text import (
+from taco.compress.text import (
     Alignment,
     SpecialLayout,
     align,
@@ -52,6 +48,7 @@ from taco.text import (
     span_ids,
     special_layout,
 )
+from taco.device import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -549,23 +546,5 @@ def _check_force_tokens(force_tokens: Any) -> tuple[str, ...]:
     return force
 
 
-# The public face of inference: the pieces below live in taco.selection/encoder/device.
-__all__ = [
-    "CompressionResult",
-    "Compressor",
-    "Document",
-    "HFTokenCounter",
-    "TokenCounter",
-    "bf16_supported",
-    "check_budget_args",
-    "collate",
-    "embedded_encoder_path",
-    "forced_words",
-    "length_buckets",
-    "ranking_scores",
-    "resolve_device",
-    "select_words",
-    "tiktoken_counter",
-    "token_budget",
-    "word_scores",
-]
+# The public face of inference: the pieces below live in taco.compress.selection/encoder/device.
+__all__ = ["CompressionResult", "Compressor", "Document", "ranking_scores"]
