@@ -7,14 +7,14 @@ import re
 
 import numpy as np
 import pytest
-from conftest import shared_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizers_local import tiny_xlmr_compressor_folder
 
 from taco.compress.compressor import CompressionResult, Compressor, fit_budget
 from taco.compress.selection import HFTokenCounter, select_words, token_budget
 from taco.compress.text import render
+from tests.helpers.paths import shared_data
+from tests.helpers.tokenizers_local import tiny_xlmr_compressor_folder
 
 
 @pytest.fixture(scope="module")

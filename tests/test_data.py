@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import shared_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ from taco.data.prepare import (
     split_by_group,
 )
 from taco.data.schema import Example, SchemaError
+from tests.helpers.paths import shared_data
 
 
 def ex(

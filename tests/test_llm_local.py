@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_causal_lm import tiny_causal_lm_folder
 
 from taco.llm.base import CachedLLM, LLMError
 from taco.llm.cache import LLMCache
 from taco.llm.local import LocalLLM, resolve_device, resolve_dtype
+from tests.helpers.tiny_causal_lm import tiny_causal_lm_folder
 
 PROMPTS = [
     "The quick brown fox",

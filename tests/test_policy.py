@@ -7,7 +7,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from train_helpers import tiny_bert_config
 from transformers import AutoTokenizer, BertForTokenClassification
 
 from taco.compress.compressor import Compressor
@@ -16,6 +15,7 @@ from taco.compress.selection import word_scores
 from taco.compress.text import render
 from taco.rl import policy
 from taco.rl.reinforce import sequence_log_prob
+from tests.helpers.training import tiny_bert_config
 
 TEXT = (
     "The steam engine was improved by James Watt in 1776. It used a separate condenser.\n"

@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import run_taco, shared_data
 
 from taco.config import ConfigError, IngestParams, from_mapping, load_params
 from taco.data.files import DataFileError
@@ -27,6 +26,7 @@ from taco.data.ingest import (
     load_table,
 )
 from taco.data.schema import Example
+from tests.helpers.paths import run_taco, shared_data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from taco.config import ConfigError, Params, TaskParams, from_mapping, load_params
 from taco.tasks.registry import TASKS, TaskRegistry, TaskSpec, first_line, get_task, register_task
+from tests.helpers.paths import ROOT
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = ROOT / "params.yaml"
 
 
 def test_builtin_templates_follow_the_paper() -> None:

@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import shared_data
-from openai_server import FakeOpenAIServer, echo_responder
-from tiny_causal_lm import tiny_causal_lm_folder
 
 from taco.cli import main
 from taco.config import load_params
 from taco.data.schema import Example
 from taco.tasks.registry import get_task
 from taco.tasks.teacher import TeacherError, run_teacher
+from tests.helpers.openai_server import FakeOpenAIServer, echo_responder
+from tests.helpers.paths import shared_data
+from tests.helpers.tiny_causal_lm import tiny_causal_lm_folder
 
 QA_ROWS = [
     Example(f"q{i}", "qa", f"Paris is the capital of France {i}.", f"Capital {i}?", ("Paris",))

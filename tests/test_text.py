@@ -6,11 +6,11 @@ import itertools
 
 import numpy as np
 import pytest
-from tokenizers_local import sentencepiece_tokenizer_folder
 from transformers import AutoTokenizer
 
 from taco.compress.encoder import embedded_encoder_path
 from taco.compress.text import align, chunk_spans, render, special_layout
+from tests.helpers.tokenizers_local import sentencepiece_tokenizer_folder
 
 SAMPLE = (
     "Hello, World!  Don't stop.\n"

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import torch
-from train_helpers import FakeLLM, train_setup
 
 from taco.compress.compressor import Compressor
 from taco.config import load_params
 from taco.rl import train as tr
 from taco.rl.rows import TrainError, batch_indices
+from tests.helpers.training import FakeLLM, train_setup
 
 METRICS = (
     "reward/mean",
@@ -150,8 +150,9 @@ def test_unscorable_samples_are_counted_and_training_completes(tmp_path: Path) -
 
 def test_an_llm_endpoint_failing_20_percent_of_calls(tmp_path: Path) -> None:
     import yaml
-    from openai_server import FakeOpenAIServer
-    from tiny_causal_lm import tiny_causal_lm_folder
+
+    from tests.helpers.openai_server import FakeOpenAIServer
+    from tests.helpers.tiny_causal_lm import tiny_causal_lm_folder
 
     lm = tiny_causal_lm_folder(tmp_path / "lm")  # its tokenizer counts tokens
     path = train_setup(tmp_path, train={"steps": 3, "prompts_per_step": 4, "samples_per_prompt": 4})
@@ -189,7 +190,7 @@ def test_budget_sampling_trains_at_the_target_rate(tmp_path: Path) -> None:
 
 def _with_val_rows(root: Path, train: dict) -> Any:
     """``train_setup`` plus 5 val rows with teacher outputs; returns the params."""
-    from train_helpers import write_prepared, write_teacher
+    from tests.helpers.training import write_prepared, write_teacher
 
     params = load_params(train_setup(root, train=train))
     val = write_prepared(root, "code", 20, split="val")[-5:]

@@ -9,8 +9,7 @@ import yaml
 
 from taco.config import ConfigError, load_params
 from taco.overlay import deep_merge, write_overlaid
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import ROOT
 
 
 def test_deep_merge_replaces_leaves_and_merges_mappings() -> None:

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import run_taco, shared_data
 
 from taco.config import load_params
 from taco.data.ingest import ingest
 from taco.data.prepare import prepare
 from taco.data.validate import summary, validate
+from tests.helpers.paths import run_taco, shared_data
 
 SPLITS = ("train", "val", "test")
 

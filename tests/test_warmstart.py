@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_causal_lm import tiny_causal_lm_folder
-from train_helpers import tiny_encoder_folder, write_params, write_prepared
 
 from taco.compress.compressor import Compressor
 from taco.compress.encoder import embedded_encoder_path
@@ -18,6 +16,8 @@ from taco.config import load_params
 from taco.rl import warmstart as ws
 from taco.rl.checkpoint import is_compressor
 from taco.rl.optim import freeze_lower_layers, training_attention
+from tests.helpers.tiny_causal_lm import tiny_causal_lm_folder
+from tests.helpers.training import tiny_encoder_folder, write_params, write_prepared
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_overlap_labels_keep_the_spans_the_answer_comes_from(tokenizer) -> None:
 
 
 def test_overlap_stage_reads_teacher_outputs(tmp_path: Path) -> None:
-    from train_helpers import FakeLLM, write_teacher
+    from tests.helpers.training import FakeLLM, write_teacher
 
     rows = write_prepared(tmp_path, "qa", 10)
     write_teacher(tmp_path, "qa", rows, FakeLLM())
@@ -213,8 +213,9 @@ def test_overlap_stage_reads_teacher_outputs(tmp_path: Path) -> None:
 
 def test_freeze_lower_layers_trains_only_the_top_of_the_stack() -> None:
     import torch
-    from train_helpers import tiny_bert_config
     from transformers import BertForTokenClassification
+
+    from tests.helpers.training import tiny_bert_config
 
     cfg = tiny_bert_config(100)
     cfg.num_hidden_layers = 3
@@ -235,9 +236,8 @@ def test_freeze_lower_layers_trains_only_the_top_of_the_stack() -> None:
 
 
 def test_train_layers_is_range_checked(tmp_path) -> None:
-    from train_helpers import train_setup
-
     from taco.config import ConfigError
+    from tests.helpers.training import train_setup
 
     with pytest.raises(ConfigError, match=r"train\.train_layers"):
         load_params(train_setup(tmp_path, train={"train_layers": -1}))

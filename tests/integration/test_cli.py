@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_taco as run
-from conftest import shared_data
 
 import taco
+from tests.helpers.paths import run_taco as run
+from tests.helpers.paths import shared_data
 
 
 def test_help_and_version():

@@ -13,20 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_causal_lm import tiny_causal_lm_folder
-from train_helpers import train_setup
 
 from taco.compress.compressor import Compressor
 from taco.config import load_params
 from taco.rl import train as tr
-
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+from tests.helpers.paths import ROOT
+from tests.helpers.tiny_causal_lm import tiny_causal_lm_folder
+from tests.helpers.training import train_setup
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
     return env
 
@@ -79,7 +77,7 @@ RUNNER = """
 import json, sys
 import torch.distributed as dist
 from pathlib import Path
-from train_helpers import FakeLLM
+from tests.helpers.training import FakeLLM
 from taco.config import load_params
 from taco.rl.train import train
 

@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 
 import pytest
-from openai_server import FakeOpenAIServer, echo_responder
 
 from taco.config import LLMParams, from_mapping
 from taco.llm import build_llm
 from taco.llm.base import CachedLLM, LLMError
 from taco.llm.openai import OpenAILLM, parse_chat_response, parse_retry_after
+from tests.helpers.openai_server import FakeOpenAIServer, echo_responder
 
 KEY = "sk-test-SECRET-0123456789"
 

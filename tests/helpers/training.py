@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import shared_data
+
+from tests.helpers.paths import shared_data
 
 
 def tiny_bert_config(vocab_size: int, max_positions: int = 128) -> Any:

@@ -14,8 +14,7 @@ import pytest
 
 from taco.llm.base import LLM, CachedLLM
 from taco.llm.cache import LLMCache, cache_dir, cache_key, default_cache_path, set_wal
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import ROOT
 
 
 class ScriptedLLM(LLM):
