@@ -70,11 +70,11 @@ def main() -> int:
     from taco.compress.compressor import Compressor, ranking_scores
     from taco.compress.selection import word_scores
     from taco.config import load_params
+    from taco.data.files import read_examples
     from taco.llm import build_llm
     from taco.rl.train import set_budget_units
     from taco.tasks.metrics import rouge_l, sentence_bleu
     from taco.tasks.registry import get_task
-    from taco.tasks.teacher import read_examples
 
     params = load_params(args.params)
     data = Path(params.base.data_dir)

@@ -57,17 +57,20 @@ def main() -> int:
     from taco.tasks.teacher import teacher_outputs
 
     params = load_params(args.params)
-    sections = dict(params.sections)
     args.prompts = args.prompts or params.train.prompts_per_step
     args.k = args.k or params.train.samples_per_prompt
     train_over = {"prompts_per_step": args.prompts, "samples_per_prompt": args.k}
     if args.fp32:
         train_over["bf16"] = False
-    sections["train"] = dataclasses.replace(params.train, **train_over)
-    sections["base"] = dataclasses.replace(params.base, task=args.task)
+    params = dataclasses.replace(
+        params,
+        train=dataclasses.replace(params.train, **train_over),
+        base=dataclasses.replace(params.base, task=args.task),
+    )
     if args.reward:
-        sections["reward"] = dataclasses.replace(params.reward, name=args.reward)
-    params = type(params)(sections)
+        params = dataclasses.replace(
+            params, reward=dataclasses.replace(params.reward, name=args.reward)
+        )
     dev = Path(args.data) / args.task / "dev.jsonl"
     n = args.prompts * (args.steps + 1)
     examples = [

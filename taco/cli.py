@@ -1,13 +1,18 @@
-"""The `taco` command line: one subcommand per pipeline stage plus `compress`.
+"""The `taco` command line: one subcommand per pipeline stage (the ``STAGES`` table) plus
+``compress``, ``data`` and ``params``.
 
-Each subcommand is registered by a ``_add_<name>`` function below and runs a handler that
-returns an exit code. Expected failures (bad arguments, bad input files, bad params) print
-one line, ``taco: error: ...``, and exit 2; heavy libraries are imported inside handlers.
+A stage subcommand loads params, logs them resolved, calls its module's ``run(params, root)``
+and prints the summary as one JSON line. A ``TacoError`` prints one line and exits with its
+code (``UserError`` 2, ``StageFailed`` 1); any other exception is a bug and shows its
+traceback. Heavy libraries are imported inside handlers, so ``taco --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import importlib
 import json
 import logging
 import sys
@@ -15,12 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from taco import __version__
+from taco.errors import TacoError, UserError
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,11 +41,11 @@ def _read_input(path: str) -> str:
         with open(path, encoding="utf-8") as fh:
             return fh.read()
     except FileNotFoundError:
-        raise UsageError(f"input file not found: {path}") from None
+        raise UserError(f"input file not found: {path}") from None
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
+        raise UserError(f"{path}: {exc.strerror}") from None
 
 
 # ------------------------------------------------------------------------------ compress
@@ -118,14 +122,17 @@ def _counter(spec: str | None) -> Any:
 
         return HFTokenCounter(load_tokenizer(None if spec == "embedded" else spec))
     except (OSError, ValueError, ImportError, KeyError) as exc:
-        raise UsageError(f"--tokenizer {spec!r}: cannot load it ({exc})") from None
+        raise UserError(f"--tokenizer {spec!r}: cannot load it ({exc})") from None
 
 
 def _run_compress(args: argparse.Namespace) -> int:
     from taco.compress.compressor import Compressor
     from taco.compress.selection import check_budget_args
 
-    check_budget_args(args.rate, args.target_tokens)  # before the (slow) model load
+    try:
+        check_budget_args(args.rate, args.target_tokens)  # before the (slow) model load
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     text = _read_input(args.file)
     force = tuple(args.force_token) if args.force_token is not None else ("\n",)
     compressor = Compressor.from_pretrained(
@@ -150,84 +157,141 @@ def _run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- ingest / prepare / validate
+# ------------------------------------------------------------------------------ stages
 
 
 def _params_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", metavar="FILE", help="params file")
 
 
-def _add_ingest(sub: argparse._SubParsersAction) -> Handler:
-    p = sub.add_parser(
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: ``taco NAME`` runs ``MODULE.run(params, root, **options)`` and
+    prints the summary dict it returns as one JSON line. ``options`` are extra argparse
+    arguments (flags, kwargs) passed to ``run`` by their dest names."""
+
+    name: str
+    module: str
+    help: str
+    description: str
+    options: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
+
+
+#: The pipeline in order: the same names in params.yaml, dvc.yaml and the Airflow DAG.
+STAGES: tuple[Stage, ...] = (
+    Stage(
         "ingest",
-        help="snapshot the configured source into data/raw/<task>/",
-        description=(
-            "Read the source named by params.yaml's ingest section (default: function/docstring "
-            "pairs mined from this Python's standard library) and write "
-            "<data_dir>/raw/<task>/records.jsonl and snapshot.json. DVC tracks the folder "
-            "(`dvc repro ingest`); `taco data push` sends it to the remote."
-        ),
-    )
-    _params_arg(p)
-    return _run_ingest
-
-
-def _run_ingest(args: argparse.Namespace) -> int:
-    from taco.config import load_params
-    from taco.data.ingest import ingest
-
-    snapshot = ingest(load_params(args.params))
-    sys.stdout.write(json.dumps(snapshot) + "\n")
-    return 0
-
-
-def _add_prepare(sub: argparse._SubParsersAction) -> Handler:
-    p = sub.add_parser(
+        "taco.data.ingest",
+        "snapshot the configured source into data/raw/<task>/",
+        "Read the source named by params.yaml's ingest section (default: function/docstring "
+        "pairs mined from this Python's standard library) and write "
+        "<data_dir>/raw/<task>/records.jsonl and snapshot.json. DVC tracks the folder "
+        "(`dvc repro ingest`); `taco data push` sends it to the remote.",
+    ),
+    Stage(
         "prepare",
-        help="normalise, dedupe, filter, segment and group-split the raw snapshot",
-        description=(
-            "Turn <data_dir>/raw/<task>/ into <data_dir>/prepared/<task>/{train,val,test}.jsonl "
-            "(Example rows) and stats.json (counts, length percentiles, dropped share)."
-        ),
-    )
-    _params_arg(p)
-    return _run_prepare
-
-
-def _run_prepare(args: argparse.Namespace) -> int:
-    from taco.config import load_params
-    from taco.data.prepare import prepare
-
-    stats = prepare(load_params(args.params))
-    sys.stdout.write(json.dumps({"rows": stats["rows"], "dropped_share": stats["dropped_share"]}))
-    sys.stdout.write("\n")
-    return 0
-
-
-def _add_validate(sub: argparse._SubParsersAction) -> Handler:
-    p = sub.add_parser(
+        "taco.data.prepare",
+        "normalise, dedupe, filter, segment and group-split the raw snapshot",
+        "Turn <data_dir>/raw/<task>/ into <data_dir>/prepared/<task>/{train,val,test}.jsonl "
+        "(Example rows) and stats.json (counts, length percentiles, dropped share).",
+    ),
+    Stage(
         "validate",
-        help="Great Expectations gate on the prepared splits (exit 1 when it fails)",
+        "taco.data.validate",
+        "Great Expectations gate on the prepared splits (exit 1 when it fails)",
+        "Check the prepared splits with the task's Great Expectations suite and write "
+        "<data_dir>/reports/validation.json. Exits 1 with a one-paragraph summary when any "
+        "expectation fails, so nothing downstream runs on bad data.",
+    ),
+    Stage(
+        "teacher",
+        "taco.tasks.teacher",
+        "target-LLM outputs on the uncompressed prompts of the prepared splits",
+        "Ask the LLM of params.yaml's llm section (default: the embedded SmolLM2-135M, "
+        "greedy, llm.max_new_tokens tokens) to do the task on every uncompressed prompt of "
+        "<data_dir>/prepared/<task>/{train,val,test}.jsonl and write "
+        "<data_dir>/teacher/<task>/{split}.jsonl and meta.json. Answers are cached on disk, "
+        "so a rerun or an interrupted run costs almost nothing.",
+        (
+            (("--task",), {"default": None, "help": "task to run (default: base.task)"}),
+            (
+                ("--split",),
+                {"action": "append", "default": None, "help": "split; repeatable (default: all)"},
+            ),
+            (("--limit",), {"type": int, "default": None, "help": "first N rows per split"}),
+        ),
+    ),
+    Stage(
+        "warmstart",
+        "taco.rl.warmstart",
+        "supervised keep/drop warm start of a fresh compressor head",
+        "Label the first warmstart.max_examples training contexts with keep/drop words "
+        "(self_information from a local causal LM, llm: deletion-only compression by the "
+        "configured LLM, or overlap with the teacher output), train the encoder with "
+        "cross-entropy and save <data_dir>/models/warmstart/. Skipped when train.base_model "
+        "is a compressor or warmstart.labels is none.",
+    ),
+    Stage(
+        "train",
+        "taco.rl.train",
+        "TACO-RL: REINFORCE fine-tuning against the target LLM (resumable)",
+        "Fine-tune the compressor with REINFORCE: k sampled compressions per prompt, "
+        "rewards from the target LLM (reward.name), leave-one-out baseline. Logs to "
+        "<data_dir>/reports/train/ (DVCLive), checkpoints to <data_dir>/checkpoints/train/ "
+        "(a rerun after a crash resumes), final model to <data_dir>/models/taco/. Under "
+        "`torchrun --nproc_per_node=N -m taco train` it runs data-parallel.",
+        ((("--no-progress",), {"action": "store_true", "help": "no progress bar"}),),
+    ),
+)
+
+
+def _add_stage(sub: argparse._SubParsersAction, stage: Stage) -> Handler:
+    p = sub.add_parser(stage.name, help=stage.help, description=stage.description)
+    _params_arg(p)
+    for flags, kwargs in stage.options:
+        p.add_argument(*flags, **kwargs)
+    dests = [p._option_string_actions[flags[0]].dest for flags, _ in stage.options]
+
+    def handler(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from taco.config import load_params, to_dict
+
+        params = load_params(args.params)
+        log.info("%s: resolved params %s", stage.name, json.dumps(to_dict(params)))
+        run = importlib.import_module(stage.module).run
+        summary = run(params, Path.cwd(), **{d: getattr(args, d) for d in dests})
+        sys.stdout.write(json.dumps(summary, default=str) + "\n")
+        return 0
+
+    return handler
+
+
+def _add_params(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "params",
+        help="print the resolved params (with --explain: every key with its help)",
         description=(
-            "Check the prepared splits with the task's Great Expectations suite and write "
-            "<data_dir>/reports/validation.json. Exits 1 with a one-paragraph summary when any "
-            "expectation fails, so nothing downstream runs on bad data."
+            "Print params.yaml resolved against the embedded defaults, as YAML. With --explain "
+            "every key of every section is listed with its value and what it does."
         ),
     )
     _params_arg(p)
-    return _run_validate
+    p.add_argument("--explain", action="store_true", help="annotate every key with its help")
 
+    def handler(args: argparse.Namespace) -> int:
+        import yaml
 
-def _run_validate(args: argparse.Namespace) -> int:
-    from taco.config import load_params
-    from taco.data.validate import summary, validate
+        from taco.config import explain, load_params, to_dict
 
-    report = validate(load_params(args.params))
-    if not report["success"]:
-        print(f"taco: validation failed: {summary(report)}", file=sys.stderr)
-        return 1
-    logging.getLogger("taco.data.validate").info(summary(report))
-    return 0
+        params = load_params(args.params)
+        if args.explain:
+            sys.stdout.write(explain(params))
+        else:
+            sys.stdout.write(yaml.safe_dump(to_dict(params), sort_keys=False))
+        return 0
+
+    return handler
 
 
 def _add_data(sub: argparse._SubParsersAction) -> Handler:
@@ -255,109 +319,14 @@ def _run_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from taco.config import load_params
-    from taco.versioning import VersioningError, push, restore
+    from taco.versioning import push, restore
 
     params = load_params(args.params)
-    try:
-        if args.action == "push":
-            sys.stdout.write(f"pushed to {push(params, Path.cwd(), force=args.force)}\n")
-        else:
-            out = Path(args.out) if args.out else None
-            sys.stdout.write(f"restored {restore(params, Path.cwd(), args.rev, out)}\n")
-    except VersioningError as exc:
-        raise UsageError(str(exc)) from None
-    return 0
-
-
-def _add_teacher(sub: argparse._SubParsersAction) -> Handler:
-    p = sub.add_parser(
-        "teacher",
-        help="target-LLM outputs on the uncompressed prompts of the prepared splits",
-        description=(
-            "Ask the LLM of params.yaml's llm section (default: the embedded SmolLM2-135M, "
-            "greedy, llm.max_new_tokens tokens) to do the task on every uncompressed prompt of "
-            "<data_dir>/prepared/<task>/{train,val,test}.jsonl and write "
-            "<data_dir>/teacher/<task>/{split}.jsonl and meta.json. Answers are cached on disk, "
-            "so a rerun or an interrupted run costs almost nothing."
-        ),
-    )
-    _params_arg(p)
-    p.add_argument("--task", default=None, help="task to run (default: base.task)")
-    p.add_argument(
-        "--split", action="append", default=None, help="split to run; repeatable (default: all)"
-    )
-    p.add_argument("--limit", type=int, default=None, help="first N rows per split (smoke runs)")
-    return _run_teacher
-
-
-def _run_teacher(args: argparse.Namespace) -> int:
-    from taco.config import load_params
-    from taco.tasks.teacher import TeacherError, run_teacher
-
-    try:
-        meta = run_teacher(
-            load_params(args.params), task_name=args.task, splits=args.split, limit=args.limit
-        )
-    except TeacherError as exc:
-        print(f"taco: error: {exc}", file=sys.stderr)
-        return 1
-    sys.stdout.write(json.dumps({"splits": meta["splits"], "seconds": meta["seconds"]}) + "\n")
-    return 0
-
-
-def _add_warmstart(sub: argparse._SubParsersAction) -> Handler:
-    p = sub.add_parser(
-        "warmstart",
-        help="supervised keep/drop warm start of a fresh compressor head",
-        description=(
-            "Label the first warmstart.max_examples training contexts with keep/drop words "
-            "(teacher: self_information from a local causal LM, or llm: deletion-only "
-            "compression by the configured LLM), train the encoder with cross-entropy and save "
-            "<data_dir>/models/warmstart/. Skipped when train.base_model is a compressor."
-        ),
-    )
-    _params_arg(p)
-    return _run_warmstart
-
-
-def _run_warmstart(args: argparse.Namespace) -> int:
-    from taco.config import load_params
-    from taco.rl.warmstart import run_warmstart
-
-    record = run_warmstart(load_params(args.params))
-    keys = ("skipped", "labelled", "filtered", "loss_first_epoch", "loss_last_epoch", "seconds")
-    sys.stdout.write(json.dumps({k: record[k] for k in keys if k in record}) + "\n")
-    return 0
-
-
-def _add_train(sub: argparse._SubParsersAction) -> Handler:
-    p = sub.add_parser(
-        "train",
-        help="TACO-RL: REINFORCE fine-tuning against the target LLM (resumable)",
-        description=(
-            "Fine-tune the compressor with REINFORCE: k sampled compressions per prompt, "
-            "rewards from the target LLM (reward.name), leave-one-out baseline. Logs to "
-            "<data_dir>/reports/train/ (DVCLive), checkpoints to <data_dir>/checkpoints/train/ "
-            "(a rerun after a crash resumes), final model to <data_dir>/models/taco/. Under "
-            "`torchrun --nproc_per_node=N -m taco train` it runs data-parallel."
-        ),
-    )
-    _params_arg(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return _run_train
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    from taco.config import load_params
-    from taco.rl.rows import TrainError
-    from taco.rl.train import train
-
-    try:
-        record = train(load_params(args.params), progress=not args.no_progress)
-    except TrainError as exc:
-        raise UsageError(str(exc)) from None
-    keys = ("steps", "bad_steps", "seconds", "first_steps", "last_steps")
-    sys.stdout.write(json.dumps({k: record[k] for k in keys}) + "\n")
+    if args.action == "push":
+        sys.stdout.write(f"pushed to {push(params, Path.cwd(), force=args.force)}\n")
+    else:
+        out = Path(args.out) if args.out else None
+        sys.stdout.write(f"restored {restore(params, Path.cwd(), args.rev, out)}\n")
     return 0
 
 
@@ -365,13 +334,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_compress,
-    _add_ingest,
-    _add_prepare,
-    _add_validate,
+    *(functools.partial(_add_stage, stage=stage) for stage in STAGES),
     _add_data,
-    _add_teacher,
-    _add_warmstart,
-    _add_train,
+    _add_params,
 ]
 
 
@@ -406,17 +371,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from taco.config import ConfigError
-    from taco.data.schema import SchemaError
-
     try:
         return handlers[args.command](args)
-    except (UsageError, ConfigError, SchemaError, ValueError, TypeError, FileNotFoundError) as exc:
+    except TacoError as exc:
         if args.verbose:
             raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"taco: error: {msg}", file=sys.stderr)
-        return 2
+        kind = "error" if isinstance(exc, UserError) else "failed"
+        print(f"taco: {kind}: {msg}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("taco: interrupted", file=sys.stderr)
         return 130

@@ -1,7 +1,7 @@
 """params.yaml → frozen, self-validating config dataclasses (unknown keys are rejected).
 
 Every pipeline stage owns one section of params.yaml. The section's dataclass is declared
-here and registered in ``SECTIONS``; ``load_params`` reads the file, rejects unknown
+here and is a field of ``Params``; ``load_params`` reads the file, rejects unknown
 sections and keys with a message that names them, and builds the dataclasses.
 Each dataclass may define ``validate(self) -> None`` that raises ``ConfigError``.
 """
@@ -17,10 +17,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from taco.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A params.yaml value is missing, unknown or out of range (the message names it)."""
 
 
@@ -88,6 +90,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+#: Keys that were renamed: old dotted key -> new dotted key (the error names the new one).
+RENAMED = {"warmstart.teacher": "warmstart.labels"}
+
+
 def from_mapping(cls: type[T], data: Any, where: str) -> T:
     """Build the frozen dataclass ``cls`` from a mapping; unknown keys raise ConfigError."""
     if data is None:
@@ -96,6 +102,10 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
+    for key in unknown:
+        new = RENAMED.get(f"{where.rsplit(':', 1)[-1]}.{key}")
+        if new:
+            raise ConfigError(f"{where}.{key}: renamed to {new}; rename the key in your params")
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
@@ -141,7 +151,7 @@ def check_range(
 
 
 # ---------------------------------------------------------------------------------------
-# Sections. Each stage adds its frozen dataclass and registers it in SECTIONS.
+# Sections. Each stage adds its frozen dataclass and a field of ``Params``.
 # ---------------------------------------------------------------------------------------
 
 
@@ -320,7 +330,14 @@ class LLMParams:
 class TaskParams:
     """Prompt-template overrides per task (``{context}`` required, ``{question}`` optional)."""
 
-    templates: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    templates: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType(
+            {
+                "code": "Summarize the following code in one sentence (which may be "
+                "compressed).\n{context}\nSummary:"
+            }
+        )
+    )
 
     def validate(self) -> None:
         for name, template in self.templates.items():
@@ -348,7 +365,7 @@ class TeacherParams:
 class RewardParams:
     """Reward constants (ALGORITHM.md §3): target rate c, tolerance τ, floor and penalties."""
 
-    name: str = "taco_rl"
+    name: str = "loglik"
     rate: float = 0.5
     tolerance_tokens: float = 30.0
     floor: float = 0.1
@@ -371,7 +388,7 @@ class WarmstartParams:
     Skipped when ``train.base_model`` already is a 2-label token classifier (a compressor).
     """
 
-    teacher: typing.Literal["self_information", "llm", "overlap", "none"] = "self_information"
+    labels: typing.Literal["self_information", "llm", "overlap", "none"] = "none"
     rate: float = 0.5  # share of context tokens labelled keep (self_information)
     position_bias: float = 0.7  # self_information: 0 = pure surprisal .. 1 = keep the start
     overlap_position_bias: float = 0.0  # overlap: 0 = pure overlap (ties: earlier) .. 1 = start
@@ -404,7 +421,7 @@ class TrainParams:
     """`taco train`: TACO-RL (REINFORCE) fine-tuning of the compressor (see taco/rl/train.py)."""
 
     base_model: str | None = None  # null = embedded MiniLM (fresh head → warm start first)
-    steps: int = 60
+    steps: int = 120
     prompts_per_step: int = 2  # over all ranks
     samples_per_prompt: int = 8  # k (one encoder pass for all k); 1 + baseline none = the paper
     level: typing.Literal["word", "token"] = "word"  # action unit (taco/rl/policy.py)
@@ -417,9 +434,9 @@ class TrainParams:
     logprob: typing.Literal["sum", "mean"] = "sum"  # per-sequence log-prob reduction
     entropy_coef: float = 0.01
     temperature: float = 3.0  # budget sampling: scores / tau before the Gumbel noise
-    position_prior: float | None = None  # beta: items rank by logit p - beta*start; null = model's
+    position_prior: float | None = 20.0  # beta: items rank by logit p - beta*start; null = model's
     lr: float = 1e-5  # encoder
-    head_lr: float = 1e-4  # keep/drop head (1e-3 for a fresh, not warm-started head)
+    head_lr: float = 1e-3  # keep/drop head (1e-4 after a warm start: 1e-3 undid it)
     weight_decay: float = 0.01
     warmup_steps: int = 0
     grad_clip: float = 1.0
@@ -471,31 +488,30 @@ class TrainParams:
             check_range("train.train_layers", self.train_layers, 0, 1024)
 
 
-SECTIONS: dict[str, type] = {
-    "base": BaseParams,
-    "ingest": IngestParams,
-    "prepare": PrepareParams,
-    "validate": ValidateParams,
-    "llm": LLMParams,
-    "tasks": TaskParams,
-    "teacher": TeacherParams,
-    "reward": RewardParams,
-    "warmstart": WarmstartParams,
-    "train": TrainParams,
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class Params:
-    """All sections of params.yaml; sections absent from the file take their defaults."""
+    """All sections of params.yaml, one typed field per section (absent sections: defaults).
 
-    sections: Mapping[str, Any]
+    A stage reads ``params.<section>``; ``dataclasses.replace(params, train=...)`` derives a
+    variant. The field defaults are the embedded defaults: params.yaml repeats them (a test
+    holds the two equal)."""
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.sections[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    base: BaseParams = dataclasses.field(default_factory=BaseParams)
+    ingest: IngestParams = dataclasses.field(default_factory=IngestParams)
+    prepare: PrepareParams = dataclasses.field(default_factory=PrepareParams)
+    validate: ValidateParams = dataclasses.field(default_factory=ValidateParams)
+    llm: LLMParams = dataclasses.field(default_factory=LLMParams)
+    tasks: TaskParams = dataclasses.field(default_factory=TaskParams)
+    teacher: TeacherParams = dataclasses.field(default_factory=TeacherParams)
+    reward: RewardParams = dataclasses.field(default_factory=RewardParams)
+    warmstart: WarmstartParams = dataclasses.field(default_factory=WarmstartParams)
+    train: TrainParams = dataclasses.field(default_factory=TrainParams)
+
+
+def sections() -> dict[str, type]:
+    """Section name → its dataclass, in params.yaml order."""
+    hints = typing.get_type_hints(Params)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Params)}
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -511,13 +527,47 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             raise ConfigError(f"{path}{line}: not valid YAML ({exc})") from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    unknown = sorted(set(raw) - set(SECTIONS))
+    known = sections()
+    unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(
             f"{path}: unknown section(s) {', '.join(map(str, unknown))}; "
-            f"allowed: {', '.join(sorted(SECTIONS))}"
+            f"allowed: {', '.join(known)}"
         )
-    sections = {
-        name: from_mapping(cls, raw.get(name), f"{path}:{name}") for name, cls in SECTIONS.items()
-    }
-    return Params(types.MappingProxyType(sections))
+    return Params(
+        **{name: from_mapping(cls, raw.get(name), f"{path}:{name}") for name, cls in known.items()}
+    )
+
+
+def field_help(cls: type, name: str) -> str:
+    """The help text of ``cls.name`` (``metadata={"help": ...}`` on the field), or ""."""
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name == name:
+            return str(f.metadata.get("help", ""))
+    raise KeyError(name)
+
+
+def explain(params: Params | None = None) -> str:
+    """Every params key as YAML: ``key: value  # help``, one section per stage, with each
+    section's docstring as its heading. ``params`` gives the values (default: the defaults)."""
+    params = params or Params()
+    out: list[str] = []
+
+    def walk(obj: Any, indent: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            text = f.metadata.get("help", "")
+            if dataclasses.is_dataclass(value):
+                out.append(f"{indent}{f.name}:" + (f"  # {text}" if text else ""))
+                walk(value, indent + "  ")
+                continue
+            shown = yaml.safe_dump(to_dict(value), default_flow_style=True, width=10**6).strip()
+            shown = shown.removesuffix("\n...").removesuffix("...").strip()
+            out.append(f"{indent}{f.name}: {shown}" + (f"  # {text}" if text else ""))
+
+    for name in sections():
+        section = getattr(params, name)
+        doc = (type(section).__doc__ or "").strip().splitlines()[0]
+        out.append(f"{name}:  # {doc}")
+        walk(section, "  ")
+    return "\n".join(out) + "\n"

@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from taco.config import Params
-from taco.data.files import report_path
+from taco.errors import UserError
+from taco.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ REMOTE_NAME = "taco"
 _HASH = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 
 
-class VersioningError(RuntimeError):
+class VersioningError(UserError):
     """A DVC or git step failed; the message says which and why."""
 
 
@@ -64,7 +65,7 @@ def push(params: Params, root: Path, *, force: bool = False) -> str:
 
     Content-addressed: earlier versions on the remote are never overwritten or deleted.
     """
-    report = report_path(params, root)
+    report = Layout.of(params, root).validation_report
     if not force:
         if not report.exists():
             raise VersioningError(f"{report} not found: run `dvc repro validate` before pushing")
@@ -78,7 +79,7 @@ def push(params: Params, root: Path, *, force: bool = False) -> str:
 
 def raw_out(params: Params, root: Path, rev: str) -> dict[str, Any]:
     """The dvc.lock entry of the raw snapshot at git ``rev`` (or a bare DVC hash)."""
-    target = f"{params.base.data_dir.as_posix()}/raw/{params.base.task}"
+    target = Layout.of(params, root).raw_relpath
     if _HASH.match(rev):
         md5 = rev if rev.endswith(".dir") else f"{rev}.dir"
         return {"md5": md5, "hash": "md5", "path": target}

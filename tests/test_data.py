@@ -208,7 +208,7 @@ def test_failed_prepare_leaves_previous_prepared_data(tmp_path: Path) -> None:
 
 def test_prepare_without_raw_snapshot_says_what_to_run(tmp_path: Path) -> None:
     params = load_params(_project(tmp_path, "code"))
-    with pytest.raises(FileNotFoundError, match="run `taco ingest` first"):
+    with pytest.raises(DataFileError, match="run `taco ingest` first"):
         prepare(params, tmp_path)
 
 

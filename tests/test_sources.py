@@ -201,7 +201,7 @@ def test_empty_source_says_so(tmp_path: Path) -> None:
 
 
 def test_missing_source_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nope\.json"):
+    with pytest.raises(SourceError, match=r"nope\.json"):
         load_source(IngestParams(format="squad", path="nope.json"), "qa", tmp_path)
 
 

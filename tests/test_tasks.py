@@ -37,7 +37,7 @@ def test_params_override_the_template_wording() -> None:
     params = load_params(PARAMS)
     code = get_task("code", params)
     assert "in one sentence" in code.prompt("x")
-    assert get_task("code", TaskParams()).template == TASKS.get("code").template
+    assert get_task("code", TaskParams(templates={})).template == TASKS.get("code").template
     assert get_task("qa", params).template == TASKS.get("qa").template
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from taco.cli import main
-from taco.config import load_params
+from taco.config import Params, load_params
 from taco.data.schema import Example
 from taco.tasks.registry import get_task
 from taco.tasks.teacher import TeacherError, run_teacher
@@ -114,7 +114,7 @@ def test_teacher_with_the_embedded_smollm2_on_real_code(tmp_path: Path) -> None:
     params = write_project(tmp_path, rows, {"max_new_tokens": 12}, "code")
     meta = run_teacher(load_params(params))
     assert meta["llm"]["model"] == "embedded:SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert "in one sentence" not in meta["template"]  # this params.yaml has no override
+    assert meta["template"] == Params().tasks.templates["code"]  # the embedded default's
     outputs = [
         r["output"] for s in ("train", "val", "test") for r in read_split(tmp_path, "code", s)
     ]

@@ -13,6 +13,7 @@ import torch
 
 from taco.compress.compressor import Compressor
 from taco.config import load_params
+from taco.layout import Layout
 from taco.rl import train as tr
 from taco.rl.rows import TrainError, batch_indices
 from tests.helpers.training import FakeLLM, train_setup
@@ -54,23 +55,23 @@ def test_cosine_schedule_warms_up_and_decays() -> None:
         sched.step()
     assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
     assert lrs[2] == pytest.approx(1.0) and lrs[-1] < 0.05
-    assert params.train.steps == 60  # defaults load without a file
+    assert params.train.steps == 120  # defaults load without a file
 
 
 def test_train_logs_checkpoints_and_saves_a_compressor(tmp_path: Path) -> None:
     params = load_params(train_setup(tmp_path))
     llm = FakeLLM()
     record = tr.train(params, tmp_path, llm=llm, progress=False)
-    where = tr.paths(params, tmp_path)
+    layout = Layout.of(params, tmp_path)
     for name in METRICS:
-        assert [s for s, _ in _tsv(where["reports"], name)] == [0, 1, 2, 3], name
-    assert all(0 <= v <= 1 for _, v in _tsv(where["reports"], "reward/mean"))
-    assert (where["checkpoints"] / "checkpoint.pt").is_file()
-    run = json.loads((where["model"] / "taco_run.json").read_text())
+        assert [s for s, _ in _tsv(layout.train_reports, name)] == [0, 1, 2, 3], name
+    assert all(0 <= v <= 1 for _, v in _tsv(layout.train_reports, "reward/mean"))
+    assert (layout.train_checkpoints / "checkpoint.pt").is_file()
+    run = json.loads((layout.trained_model / "taco_run.json").read_text())
     assert run["config"]["train"]["samples_per_prompt"] == 3
     assert run["steps"] == 4 and run["bad_steps"] == 0 and run["start_model"].endswith("enc")
     assert llm.calls == 4 * 2 * 3
-    comp = Compressor.from_pretrained(str(where["model"]), device="cpu")
+    comp = Compressor.from_pretrained(str(layout.trained_model), device="cpu")
     start = Compressor.from_pretrained(record["start_model"], device="cpu")
     changed = any(
         not torch.equal(a, b)
@@ -136,14 +137,14 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(
     monkeypatch.setattr(tr, "sequence_log_prob", sometimes_nan)
     with pytest.raises(TrainError, match="non-finite"):
         tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
-    bad = _tsv(tr.paths(params, tmp_path)["reports"], "train/bad_steps")
+    bad = _tsv(Layout.of(params, tmp_path).train_reports, "train/bad_steps")
     assert [v for _, v in bad] == [0.0, 1.0, 2.0]
 
 
 def test_unscorable_samples_are_counted_and_training_completes(tmp_path: Path) -> None:
     params = load_params(train_setup(tmp_path, train={"steps": 3}))
     record = tr.train(params, tmp_path, llm=FakeLLM(fail_every=5), progress=False)
-    share = [v for _, v in _tsv(tr.paths(params, tmp_path)["reports"], "reward/unscorable")]
+    share = [v for _, v in _tsv(Layout.of(params, tmp_path).train_reports, "reward/unscorable")]
     assert record["steps"] == 3
     assert sum(share) / len(share) == pytest.approx(0.2, abs=0.06)
 
@@ -174,7 +175,7 @@ def test_an_llm_endpoint_failing_20_percent_of_calls(tmp_path: Path) -> None:
         params = load_params(path)
         record = tr.train(params, tmp_path, progress=False)
         failed = server.count("500")
-    share = [v for _, v in _tsv(tr.paths(params, tmp_path)["reports"], "reward/unscorable")]
+    share = [v for _, v in _tsv(Layout.of(params, tmp_path).train_reports, "reward/unscorable")]
     assert record["steps"] == 3 and failed > 0
     assert 0.05 < sum(share) / len(share) < 0.4
     assert sum(share) * 16 == pytest.approx(failed)  # every failed call, and only those
@@ -184,7 +185,7 @@ def test_budget_sampling_trains_at_the_target_rate(tmp_path: Path) -> None:
     params = load_params(train_setup(tmp_path, train={"steps": 2, "sampling": "budget"}))
     record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
     assert record["steps"] == 2
-    rates = [v for _, v in _tsv(tr.paths(params, tmp_path)["reports"], "compression/rate")]
+    rates = [v for _, v in _tsv(Layout.of(params, tmp_path).train_reports, "compression/rate")]
     assert all(0.3 < r < 0.7 for r in rates)  # encoder-token budget, counted in characters
 
 
@@ -214,12 +215,12 @@ def _val_of(folder: str, params: Any, root: Path) -> float:
 def test_validation_reward_of_the_deployed_policy_is_logged(tmp_path: Path) -> None:
     params = _with_val_rows(tmp_path, {"eval_every": 2, "eval_rows": 3})
     record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
-    curve = _tsv(tr.paths(params, tmp_path)["reports"], "reward/val")
+    curve = _tsv(Layout.of(params, tmp_path).train_reports, "reward/val")
     assert [s for s, _ in curve] == [0, 2, 4]
     assert [s for s, _ in record["val_rewards"]] == [0, 2, 4]
     assert all(0 < v <= 1 for _, v in curve)
     # step 0 is the start model before any update; the last point is the saved model
-    start, saved = record["start_model"], str(tr.paths(params, tmp_path)["model"])
+    start, saved = record["start_model"], str(Layout.of(params, tmp_path).trained_model)
     assert record["val_rewards"][0][1] == pytest.approx(_val_of(start, params, tmp_path), abs=6e-6)
     assert record["val_rewards"][-1][1] == pytest.approx(_val_of(saved, params, tmp_path), abs=6e-6)
     assert record["kept_step"] == 4
@@ -240,7 +241,7 @@ def test_greedy_baseline_scores_the_deployed_compression_of_each_prompt(
     llm = FakeLLM()
     record = tr.train(params, tmp_path, llm=llm, progress=False)
     assert record["steps"] == 3
-    greedy = _tsv(tr.paths(params, tmp_path)["reports"], "reward/greedy")
+    greedy = _tsv(Layout.of(params, tmp_path).train_reports, "reward/greedy")
     assert [s for s, _ in greedy] == [0, 1, 2]
     assert all(0 < v <= 1 for _, v in greedy)
     assert llm.calls == 3 * 2 * (params.train.samples_per_prompt + 1)
@@ -267,7 +268,7 @@ def test_keep_best_val_saves_the_best_validation_point(tmp_path: Path) -> None:
     best = max(curve.values())
     assert curve[record["kept_step"]] == best and min(curve) <= record["kept_step"]
     assert len(set(curve.values())) > 1  # the curve moved, so choosing means something
-    saved = str(tr.paths(params, tmp_path)["model"])
+    saved = str(Layout.of(params, tmp_path).trained_model)
     assert _val_of(saved, params, tmp_path) == pytest.approx(best, abs=6e-6)
     # a rerun resumes from the last checkpoint, which carries the best point and its weights
     again = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
@@ -285,7 +286,7 @@ def test_line_units_train_and_are_saved_with_the_model(tmp_path: Path) -> None:
     )
     record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
     assert record["steps"] == 2
-    comp = Compressor.from_pretrained(str(tr.paths(params, tmp_path)["model"]), device="cpu")
+    comp = Compressor.from_pretrained(str(Layout.of(params, tmp_path).trained_model), device="cpu")
     assert comp.unit == "line"
     code = "def f(x):\n    y = x + 1\n    z = y * 2\n    return z\n"
     kept = comp.compress(code, rate=0.5).compressed_prompt.splitlines()
@@ -309,7 +310,7 @@ def test_position_prior_trains_and_is_saved_with_the_model(tmp_path: Path) -> No
     }
     params = _with_val_rows(tmp_path, over)
     record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
-    saved = str(tr.paths(params, tmp_path)["model"])
+    saved = str(Layout.of(params, tmp_path).trained_model)
     comp = Compressor.from_pretrained(saved, device="cpu")
     assert comp.position_prior == 1e3 and record["config"]["train"]["position_prior"] == 1e3
     text = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
@@ -333,10 +334,10 @@ def test_training_without_dvclive_still_records_the_run(
     monkeypatch.setitem(sys.modules, "dvclive", None)  # import dvclive -> ImportError
     params = load_params(train_setup(tmp_path, train={"steps": 2}))
     record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
-    where = tr.paths(params, tmp_path)
+    layout = Layout.of(params, tmp_path)
     assert record["steps"] == 2 and 0 <= record["last_steps"]["reward/mean"] <= 1
-    assert json.loads((where["model"] / "taco_run.json").read_text())["steps"] == 2
-    assert not (where["reports"] / "plots").exists()
+    assert json.loads((layout.trained_model / "taco_run.json").read_text())["steps"] == 2
+    assert not (layout.train_reports / "plots").exists()
     assert "dvclive is not installed" in caplog.text
 
 
@@ -344,7 +345,7 @@ def test_a_summary_torn_by_kill_9_does_not_stop_the_resume(tmp_path: Path) -> No
     """kill -9 during DVCLive's rewrite of metrics.json leaves it cut; resuming must work."""
     params = load_params(train_setup(tmp_path, train={"steps": 2}))
     tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
-    reports = tr.paths(params, tmp_path)["reports"]
+    reports = Layout.of(params, tmp_path).train_reports
     summary = reports / "metrics.json"
     assert json.loads(summary.read_text())["step"] == 1
     summary.write_text('{"reward": {"mean": 0.3')  # cut mid-write
@@ -365,6 +366,8 @@ def test_budgets_count_the_reward_llms_tokens_by_default(tmp_path: Path) -> None
         over = {"sampling": "budget", "steps": 2, "budget_tokens": units, "eval_rows": 0}
         params = load_params(train_setup(root, train=over))
         tr.train(params, root, llm=FakeLLM(), progress=False)
-        rates[units] = [v for _, v in _tsv(tr.paths(params, root)["reports"], "compression/rate")]
+        rates[units] = [
+            v for _, v in _tsv(Layout.of(params, root).train_reports, "compression/rate")
+        ]
     assert all(0.4 < v <= 0.5 for v in rates["llm"]), rates
     assert max(abs(a - b) for a, b in zip(rates["llm"], rates["encoder"], strict=True)) > 0.005

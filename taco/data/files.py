@@ -1,4 +1,4 @@
-"""Data layout and file I/O shared by the data stages: paths, JSON(L) with file:line errors."""
+"""File I/O shared by the data stages: JSON(L) with file:line errors, atomic writes."""
 
 from __future__ import annotations
 
@@ -8,29 +8,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-RAW_RECORDS = "records.jsonl"
-RAW_SNAPSHOT = "snapshot.json"
-STATS_FILE = "stats.json"
-REPORT_FILE = "validation.json"
+from taco.data.schema import Example
+from taco.errors import UserError
 
 
-class DataFileError(ValueError):
+class DataFileError(UserError, ValueError):
     """A data file cannot be read; the message names the file and line."""
-
-
-def raw_dir(params: Any, root: Path = Path(".")) -> Path:
-    """``<data_dir>/raw/<task>`` under ``root``."""
-    return root / params.base.data_dir / "raw" / params.base.task
-
-
-def prepared_dir(params: Any, root: Path = Path(".")) -> Path:
-    """``<data_dir>/prepared/<task>`` under ``root``."""
-    return root / params.base.data_dir / "prepared" / params.base.task
-
-
-def report_path(params: Any, root: Path = Path(".")) -> Path:
-    """``<data_dir>/reports/validation.json`` under ``root``."""
-    return root / params.base.data_dir / "reports" / REPORT_FILE
 
 
 def words(text: str) -> int:
@@ -81,3 +64,10 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def read_examples(path: Path) -> list[Example]:
+    """Example rows of a prepared split; a clear error when the file is missing or malformed."""
+    if not path.is_file():
+        raise DataFileError(f"prepared split not found: {path} (run `taco prepare` first)")
+    return [Example.from_dict(row, where=f"{path}:{n}") for n, row in read_jsonl(path)]

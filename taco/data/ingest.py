@@ -17,18 +17,16 @@ from typing import Any
 
 from taco.config import IngestParams, Params
 from taco.data.files import (
-    RAW_RECORDS,
-    RAW_SNAPSHOT,
     DataFileError,
     dump_jsonl,
     open_text,
-    raw_dir,
     read_json,
     read_jsonl,
     write_atomic,
 )
 from taco.data.miner import mine_python
 from taco.data.schema import Example
+from taco.layout import RAW_RECORDS, RAW_SNAPSHOT, Layout
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +65,7 @@ def _files(path: Path, patterns: tuple[str, ...]) -> list[tuple[Path, str]]:
             raise SourceError(f"{path}: no files matching {', '.join(patterns)}")
         return [(f, f.relative_to(path).as_posix()) for f in found]
     if not path.exists():
-        raise FileNotFoundError(f"source not found: {path}")
+        raise SourceError(f"source not found: {path}")
     return [(path, path.name)]
 
 
@@ -425,8 +423,13 @@ def ingest(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         "python": platform.python_version() if params.ingest.format == "python" else None,
         "sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(),
     }
-    out = raw_dir(params, root)
+    out = Layout.of(params, root).raw_dir
     write_atomic(out / RAW_RECORDS, body)
     write_atomic(out / RAW_SNAPSHOT, json.dumps(snapshot, indent=2) + "\n")
     log.info("ingest: %d %s records in %d groups -> %s", len(rows), task, snapshot["groups"], out)
     return snapshot
+
+
+def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+    """The ``ingest`` stage: write the raw snapshot; returns ``snapshot.json``'s content."""
+    return ingest(params, root)

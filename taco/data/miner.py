@@ -16,6 +16,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from taco.errors import UserError
+
 log = logging.getLogger(__name__)
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -168,7 +170,7 @@ def mine_python(
     else:
         label = f"python source {root.name}"
     if not root.is_dir():
-        raise FileNotFoundError(f"python source tree not found: {root}")
+        raise UserError(f"python source tree not found: {root}")
     files = _python_files(root, exclude)[:max_files]
     for path in tqdm(files, desc="mining", unit="file", disable=None, leave=False):
         yield from mine_file(path, path.relative_to(root).as_posix(), label)

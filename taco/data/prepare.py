@@ -14,16 +14,14 @@ from typing import Any
 
 from taco.config import SPLITS, Params, PrepareParams
 from taco.data.files import (
-    RAW_RECORDS,
-    STATS_FILE,
+    DataFileError,
     dump_jsonl,
-    prepared_dir,
-    raw_dir,
     read_jsonl,
     words,
     write_atomic,
 )
 from taco.data.schema import Example
+from taco.layout import RAW_RECORDS, STATS_FILE, Layout
 
 log = logging.getLogger(__name__)
 
@@ -225,19 +223,26 @@ def prepare_examples(
 
 def prepare(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     """Read the raw snapshot, write train/val/test JSONL and stats.json; return the stats."""
-    src = raw_dir(params, root) / RAW_RECORDS
+    layout = Layout.of(params, root)
+    src = layout.raw_dir / RAW_RECORDS
     if not src.exists():
-        raise FileNotFoundError(f"raw snapshot not found: {src} (run `taco ingest` first)")
+        raise DataFileError(f"raw snapshot not found: {src} (run `taco ingest` first)")
     raw = load_raw(src)
     if not raw:
-        raise ValueError(f"{src}: the raw snapshot is empty")
+        raise DataFileError(f"{src}: the raw snapshot is empty")
     splits, stats = prepare_examples(raw, params.prepare, params.base.seed)
     stats = {"task": params.base.task, **stats}
-    out = prepared_dir(params, root)
+    out = layout.prepared_dir
     # Each file goes to a temp name and is renamed; a failure before this point leaves the
     # previous prepared files untouched.
     for split in SPLITS:
-        write_atomic(out / f"{split}.jsonl", dump_jsonl(ex.to_dict() for ex in splits[split]))
+        write_atomic(layout.split(split), dump_jsonl(ex.to_dict() for ex in splits[split]))
     write_atomic(out / STATS_FILE, json.dumps(stats, indent=2) + "\n")
     log.info("prepare: %s -> %s (dropped share %.3f)", stats["rows"], out, stats["dropped_share"])
     return stats
+
+
+def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+    """The ``prepare`` stage: write the splits; returns rows per split and the dropped share."""
+    stats = prepare(params, root)
+    return {"rows": stats["rows"], "dropped_share": stats["dropped_share"]}

@@ -6,10 +6,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from taco.errors import UserError
+
 BUILTIN_TASKS = ("qa", "summarization", "code")
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """A record does not fit the Example schema (the message names the field and record id)."""
 
 

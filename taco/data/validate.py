@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from taco.config import SPLITS, Params
 from taco.data.files import (
-    STATS_FILE,
-    prepared_dir,
     read_json,
     read_jsonl,
-    report_path,
     words,
     write_atomic,
 )
+from taco.errors import StageFailed
+from taco.layout import STATS_FILE, Layout
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -216,11 +215,11 @@ def summary(report: Mapping[str, Any]) -> str:
 
 def validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     """Run the gate on the prepared splits, write the report, and return it."""
-    folder = prepared_dir(params, root)
-    splits = {s: [row for _, row in read_jsonl(folder / f"{s}.jsonl")] for s in SPLITS}
-    stats = read_json(folder / STATS_FILE)
+    layout = Layout.of(params, root)
+    splits = {s: [row for _, row in read_jsonl(layout.split(s))] for s in SPLITS}
+    stats = read_json(layout.prepared_dir / STATS_FILE)
     results = run_suites(build_frames(splits, stats), params)
-    out = report_path(params, root)
+    out = layout.validation_report
     report = {
         "task": params.base.task,
         "success": all(r["success"] for r in results),
@@ -232,3 +231,13 @@ def validate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     write_atomic(out, json.dumps(report, indent=2, default=str) + "\n")
     log.info("validate: %d/%d expectations hold", len(results) - report["failed"], len(results))
     return report
+
+
+def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+    """The ``validate`` stage: returns the counts of the report it writes; raises
+    ``StageFailed`` with the one-paragraph summary when any expectation fails."""
+    report = validate(params, root)
+    if not report["success"]:
+        raise StageFailed(summary(report))
+    log.info(summary(report))
+    return {k: report[k] for k in ("task", "success", "evaluated", "failed", "report")}

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from taco.errors import UserError
 from taco.llm.cache import CacheStats, LLMCache, cache_key
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 Reduction = Literal["mean", "sum"]
 
 
-class LLMError(RuntimeError):
+class LLMError(UserError, RuntimeError):
     """An LLM backend cannot be built or used as configured (the message says why)."""
 
 

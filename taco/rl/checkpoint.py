@@ -15,11 +15,10 @@ from typing import Any
 
 import torch
 
+from taco.layout import CHECKPOINT, RUN_RECORD
 from taco.rl.rows import TrainRow
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = "checkpoint.pt"
 
 
 # ---------------------------------------------------------------------------------- rows
@@ -130,14 +129,20 @@ def data_versions(root: Path) -> dict[str, str]:
     return out
 
 
-def save_model_atomic(compressor: Any, out: Path, record: dict[str, Any]) -> None:
-    """Weights + tokenizer + ``taco_run.json`` into a temp folder, then renamed to ``out``."""
+def save_model_atomic(
+    compressor: Any | None, out: Path, record: dict[str, Any], record_name: str = RUN_RECORD
+) -> None:
+    """Weights + tokenizer (unless ``compressor`` is None) + the run record ``record_name``
+    into a temp folder, then renamed to ``out`` (a reader never sees half a model)."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    compressor.save_pretrained(tmp)
-    (tmp / "taco_run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    tmp.mkdir(parents=True)
+    if compressor is not None:
+        compressor.save_pretrained(tmp)
+    (tmp / record_name).write_text(
+        json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8"
+    )
     shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, out)
 
 

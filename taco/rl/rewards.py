@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from taco.config import RewardParams
+from taco.config import ConfigError, RewardParams
 from taco.llm.base import LLM
 from taco.tasks.registry import TaskSpec
 
@@ -153,7 +153,7 @@ class RewardRegistry:
         try:
             return self._specs[name]
         except KeyError:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown reward {name!r}; registered: {', '.join(sorted(self._specs))}"
             ) from None
 

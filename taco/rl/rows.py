@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 
 from taco.config import Params
+from taco.data.files import read_examples
 from taco.data.schema import Example
+from taco.errors import UserError
+from taco.layout import Layout
+from taco.tasks.teacher import read_teacher_outputs
 
 
-class TrainError(ValueError):
+class TrainError(UserError, ValueError):
     """Training cannot start or go on (no rows, missing teacher outputs, too many bad steps)."""
 
 
@@ -28,24 +31,11 @@ class TrainRow:
 def load_rows(params: Params, root: Path = Path("."), split_name: str = "train") -> list[TrainRow]:
     """Prepared rows of a split joined with their teacher outputs (rows without one are
     dropped); ``train.max_rows`` caps the train split."""
-    from taco.tasks.teacher import read_examples
-
-    data = root / params.base.data_dir
-    task = params.base.task
-    split = data / "prepared" / task / f"{split_name}.jsonl"
-    teacher = data / "teacher" / task / f"{split_name}.jsonl"
+    layout = Layout.of(params, root)
+    split = layout.split(split_name)
+    teacher = layout.teacher_split(split_name)
     examples = read_examples(split)
-    if not teacher.is_file():
-        raise FileNotFoundError(f"teacher outputs not found: {teacher} (run `taco teacher`)")
-    outputs: dict[str, tuple[str | None, int]] = {}
-    with teacher.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    r = json.loads(line)
-                    outputs[r["id"]] = (r.get("output"), int(r["context_tokens"]))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    raise TrainError(f"{teacher}:{n}: not a teacher row ({exc})") from None
+    outputs = read_teacher_outputs(teacher)
     rows = [
         TrainRow(ex, outputs[ex.id][0] or "", outputs[ex.id][1])
         for ex in examples

@@ -31,6 +31,8 @@ import torch
 
 from taco.compress.compressor import Compressor
 from taco.config import ConfigError, Params, TrainParams, to_dict
+from taco.errors import UserError
+from taco.layout import Layout
 from taco.rl import policy
 from taco.rl.checkpoint import (
     data_versions,
@@ -72,27 +74,17 @@ _SUMS = (
 )
 
 
-def paths(params: Params, root: Path = Path(".")) -> dict[str, Path]:
-    data = root / params.base.data_dir
-    return {
-        "model": data / "models" / "taco",
-        "reports": data / "reports" / "train",
-        "checkpoints": data / "checkpoints" / "train",
-        "warmstart": data / "models" / "warmstart",
-    }
-
-
 def start_model(params: Params, root: Path = Path(".")) -> str | None:
     """``train.base_model`` when it is a compressor, else the warm start when there is one
-    (and ``warmstart.teacher`` is not ``none``), else the base model (embedded MiniLM when
+    (and ``warmstart.labels`` is not ``none``), else the base model (embedded MiniLM when
     null) with its fresh head."""
     base = params.train.base_model
     if is_compressor(base):
         return base
-    if params.warmstart.teacher == "none":
-        log.info("warmstart.teacher: none — training starts from a fresh keep/drop head")
+    if params.warmstart.labels == "none":
+        log.info("warmstart.labels: none — training starts from a fresh keep/drop head")
         return base
-    warm = paths(params, root)["warmstart"]
+    warm = Layout.of(params, root).warmstart_model
     if (warm / "config.json").is_file():
         return str(warm)
     log.warning("no warm start in %s: training starts from a fresh keep/drop head", warm)
@@ -347,7 +339,7 @@ def train(
     from taco.tasks.registry import get_task
 
     p: TrainParams = params.train
-    where = paths(params, root)
+    layout = Layout.of(params, root)
     ranks, device = init_ranks(p.device)
     if p.prompts_per_step < ranks.world:
         raise TrainError(
@@ -358,7 +350,7 @@ def train(
     rows = load_rows(params, root)
     task = get_task(params.base.task, params)
     start = start_model(params, root)
-    config = to_dict(params.sections)
+    config = to_dict(params)
     fingerprint = run_fingerprint(
         {**config, "world_size": ranks.world}, rows, Path(start) if start else None
     )
@@ -383,7 +375,7 @@ def train(
     generator = torch.Generator(device=device).manual_seed(params.base.seed * 1000 + ranks.rank)
     first, bad_steps = 0, 0
     best: dict[str, Any] | None = None  # train.keep: best_val — its step, reward/val, weights
-    state = load_checkpoint(where["checkpoints"], fingerprint)
+    state = load_checkpoint(layout.train_checkpoints, fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -394,18 +386,20 @@ def train(
         first, bad_steps = int(state["step"]), int(state["bad_steps"])
         best = state.get("best")
         if ranks.main:
-            log.info("resuming from step %d (%s)", first, where["checkpoints"])
+            log.info("resuming from step %d (%s)", first, layout.train_checkpoints)
     llm = llm or build_llm(params.llm)
     set_budget_units(compressor, llm, p.budget_tokens)
     val_rows: list[TrainRow] = []
     if ranks.main and p.eval_rows:
         try:
             val_rows = load_rows(params, root, "val")[: p.eval_rows]
-        except (FileNotFoundError, TrainError) as exc:
+        except UserError as exc:
             log.warning("no validation rewards: %s", exc)
     val_curve: list[tuple[int, float]] = []
     live = (
-        _open_live(where["reports"], first if state is not None else None) if ranks.main else None
+        _open_live(layout.train_reports, first if state is not None else None)
+        if ranks.main
+        else None
     )
     if ranks.main:
         log.info(
@@ -483,7 +477,7 @@ def train(
             rng = _gather_rng(generator, ranks)  # collective: every rank takes part
             if ranks.main:
                 save_checkpoint(
-                    where["checkpoints"],
+                    layout.train_checkpoints,
                     {
                         "fingerprint": fingerprint,
                         "step": done,
@@ -532,10 +526,10 @@ def train(
     if device.type == "cuda":
         record["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     if ranks.main:
-        save_model_atomic(compressor, where["model"], record)
+        save_model_atomic(compressor, layout.trained_model, record)
         if live is not None:
             live.end()
-        log.info("train: model saved to %s", where["model"])
+        log.info("train: model saved to %s", layout.trained_model)
     return record
 
 
@@ -572,3 +566,9 @@ def _window(history: Sequence[dict[str, float]], head: bool, n: int = 10) -> dic
         vals = [h[key] for h in part if math.isfinite(h.get(key, math.nan))]
         out[key] = round(sum(vals) / len(vals), 5) if vals else None
     return out  # type: ignore[return-value]
+
+
+def run(params: Params, root: Path = Path("."), *, no_progress: bool = False) -> dict[str, Any]:
+    """The ``train`` stage; returns steps, bad steps, seconds and the reward at both ends."""
+    record = train(params, root, progress=not no_progress)
+    return {k: record[k] for k in ("steps", "bad_steps", "seconds", "first_steps", "last_steps")}

@@ -1,6 +1,6 @@
 """The `warmstart` stage: supervised keep/drop labels and cross-entropy training of a fresh head.
 
-Teachers (``warmstart.teacher``):
+Label sources (``warmstart.labels``):
 
 - ``self_information`` (embedded default, Selective-Context style): a local causal LM reads
   each context; a word's self-information is the surprisal (−log p) of the characters it
@@ -20,7 +20,7 @@ Teachers (``warmstart.teacher``):
 The labelled contexts go through the encoder exactly as in inference and training
 (``Compressor.prepare(context, question)``), and the model is saved as a plain Hugging Face
 token-classification folder. When ``train.base_model`` already is a compressor, or with
-``warmstart.teacher: none`` (RL from the fresh head, which ``train.position_prior`` makes
+``warmstart.labels: none`` (RL from the fresh head, which ``train.position_prior`` makes
 truncation), the stage writes only ``warmstart.json`` saying it was skipped.
 """
 
@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,23 +43,20 @@ from taco.compress.compressor import Compressor, Document
 from taco.compress.selection import select_words, span_means, span_order_keys
 from taco.compress.text import Alignment, align, span_ids
 from taco.config import Params, WarmstartParams, to_dict
-from taco.rl.checkpoint import is_compressor
+from taco.errors import StageFailed
+from taco.layout import WARMSTART_RECORD, Layout
+from taco.rl.checkpoint import is_compressor, save_model_atomic
 from taco.rl.optim import adamw, autocast, training_attention
+from taco.rl.rows import TrainError
 
 log = logging.getLogger(__name__)
 
-RECORD = "warmstart.json"
 MAX_LM_TOKENS = 2048
 DELETION_PROMPT = (
     "Compress the following text by deleting unimportant words. You may ONLY delete words: "
     "do not reorder, change or add any word. Keep every word needed to {goal}.\n\n"
     "Text:\n{context}\n\nCompressed text:"
 )
-
-
-def output_dir(params: Params, root: Path = Path(".")) -> Path:
-    """``<data_dir>/models/warmstart`` under ``root``."""
-    return root / params.base.data_dir / "models" / "warmstart"
 
 
 # ---------------------------------------------------------------------- self-information
@@ -312,20 +308,9 @@ def train_supervised(
     return {"loss_first_epoch": losses[0], "loss_last_epoch": losses[-1], "steps": steps}
 
 
-def _save_atomic(compressor: Compressor | None, out: Path, record: dict[str, Any]) -> None:
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if compressor is not None:
-        compressor.save_pretrained(tmp)
-    (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-
-
 def _write_report(params: Params, root: Path, record: dict[str, Any]) -> None:
     """``<data_dir>/reports/warmstart.json``: the record without params (DVC metrics)."""
-    path = root / params.base.data_dir / "reports" / RECORD
+    path = Layout.of(params, root).warmstart_report
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps({k: v for k, v in record.items() if k != "params"}, indent=2) + "\n")
@@ -334,26 +319,27 @@ def _write_report(params: Params, root: Path, record: dict[str, Any]) -> None:
 
 def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     """The stage: label, train, save to ``<data_dir>/models/warmstart`` (or record a skip)."""
-    from taco.tasks.teacher import read_examples
+    from taco.data.files import read_examples
 
     p: WarmstartParams = params.warmstart
     base = params.train.base_model
-    out = output_dir(params, root)
+    layout = Layout.of(params, root)
+    out = layout.warmstart_model
     skip = None
     if is_compressor(base):
         skip = "train.base_model is a compressor"
-    elif p.teacher == "none":
-        skip = "warmstart.teacher: none (RL starts from the fresh head)"
+    elif p.labels == "none":
+        skip = "warmstart.labels: none (RL starts from the fresh head)"
     if skip:
         record = {"skipped": True, "reason": skip, "base": base}
         log.info("warmstart skipped: %s", skip)
-        _save_atomic(None, out, record)
+        save_model_atomic(None, out, record, WARMSTART_RECORD)
         _write_report(params, root, record)
         return record
     started = time.perf_counter()
-    split = root / params.base.data_dir / "prepared" / params.base.task / "train.jsonl"
+    split = layout.split("train")
     targets: list[str] = []
-    if p.teacher == "overlap":  # rows with a teacher output, and that output
+    if p.labels == "overlap":  # rows with a teacher output, and that output
         from taco.rl.rows import load_rows
 
         pairs = load_rows(params, root)[: p.max_examples]
@@ -362,7 +348,7 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     else:
         examples = read_examples(split)[: p.max_examples]
     if not examples:
-        raise ValueError(f"warmstart: no training rows in {split}")
+        raise TrainError(f"warmstart: no training rows in {split}")
     torch.manual_seed(params.base.seed)
     compressor = Compressor.from_pretrained(
         base,
@@ -372,7 +358,7 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     )
     docs = [compressor.prepare(ex.context, ex.question) for ex in examples]
     als = [d.al for d in docs]
-    if p.teacher == "self_information":
+    if p.labels == "self_information":
         from taco.llm.local import LocalLLM
 
         source = params.llm.model if params.llm.backend == "local" else None
@@ -381,7 +367,7 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
             self_information_labels(lm, als, p.rate, p.position_bias)
         )
         del lm
-    elif p.teacher == "overlap":
+    elif p.labels == "overlap":
         unit = params.train.unit
         labels = list(overlap_labels(als, targets, p.rate, unit, p.overlap_position_bias))
     else:
@@ -399,14 +385,14 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         )
     keep = [i for i, lab in enumerate(labels) if lab is not None and docs[i].al.n_words]
     if not keep:
-        raise ValueError("warmstart: every label was filtered out (see warmstart.min_alignment)")
+        raise StageFailed("warmstart: every label was filtered out (see warmstart.min_alignment)")
     label_seconds = time.perf_counter() - started
     rows = labelled_rows(compressor, [docs[i] for i in keep], [labels[i] for i in keep])
     stats = train_supervised(compressor, rows, p, params.base.seed, params.train.bf16)
     kept_share = float(np.mean([labels[i].mean() for i in keep]))  # type: ignore[union-attr]
     record = {
         "skipped": False,
-        "teacher": p.teacher,
+        "labels": p.labels,
         "base": base or "embedded:all-MiniLM-L6-v2",
         "examples": len(examples),
         "labelled": len(keep),
@@ -417,7 +403,14 @@ def run_warmstart(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         **{k: round(v, 5) if isinstance(v, float) else v for k, v in stats.items()},
         "params": to_dict(p),
     }
-    _save_atomic(compressor, out, record)
+    save_model_atomic(compressor, out, record, WARMSTART_RECORD)
     _write_report(params, root, record)
     log.info("warmstart: %s", {k: v for k, v in record.items() if k != "params"})
     return record
+
+
+def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+    """The ``warmstart`` stage; returns whether it was skipped, what was labelled, the loss."""
+    record = run_warmstart(params, root)
+    keys = ("skipped", "labelled", "filtered", "loss_first_epoch", "loss_last_epoch", "seconds")
+    return {k: record[k] for k in keys if k in record}

@@ -19,6 +19,7 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from taco.config import ConfigError
 from taco.tasks.metrics import get_metric
 
 
@@ -47,10 +48,10 @@ class TaskSpec:
     def __post_init__(self) -> None:
         fields = {f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None}
         if "context" not in fields:
-            raise ValueError(f"task {self.name!r}: the template needs a {{context}} field")
+            raise ConfigError(f"task {self.name!r}: the template needs a {{context}} field")
         unknown = fields - {"context", "question"}
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"task {self.name!r}: unknown template field(s) {', '.join(sorted(unknown))}; "
                 "allowed: context, question"
             )
@@ -111,7 +112,7 @@ class TaskRegistry:
         try:
             spec = self._specs[name]
         except KeyError:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown task {name!r}; registered: {', '.join(sorted(self._specs))}"
             ) from None
         if templates and name in templates:

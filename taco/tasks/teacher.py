@@ -11,6 +11,7 @@ are written to a temp name and renamed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -19,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from taco.config import Params, to_dict
-from taco.data.files import dump_jsonl, read_jsonl, write_atomic
+from taco.data.files import DataFileError, dump_jsonl, read_examples, read_jsonl, write_atomic
 from taco.data.schema import Example
+from taco.errors import StageFailed
+from taco.layout import TEACHER_META, Layout
 from taco.llm import build_llm
 from taco.llm.base import LLM
 from taco.tasks.registry import TaskSpec, get_task
@@ -28,15 +31,8 @@ from taco.tasks.registry import TaskSpec, get_task
 log = logging.getLogger(__name__)
 
 
-class TeacherError(RuntimeError):
+class TeacherError(StageFailed):
     """The teacher stage cannot produce trustworthy outputs (too many failed calls)."""
-
-
-def read_examples(path: Path) -> list[Example]:
-    """Example rows of a prepared split; a clear error when the file is missing or malformed."""
-    if not path.is_file():
-        raise FileNotFoundError(f"prepared split not found: {path} (run `taco prepare` first)")
-    return [Example.from_dict(row, where=f"{path}:{n}") for n, row in read_jsonl(path)]
 
 
 def teacher_outputs(
@@ -66,6 +62,7 @@ def run_teacher(
     task_name: str | None = None,
     splits: Sequence[str] | None = None,
     limit: int | None = None,
+    root: Path = Path("."),
 ) -> dict[str, Any]:
     """Run the stage for ``base.task`` (or ``task_name``); returns the meta record it writes."""
     from tqdm.auto import tqdm
@@ -73,10 +70,9 @@ def run_teacher(
     task_name = task_name or params.base.task
     task = get_task(task_name, params)
     splits = tuple(splits or params.teacher.splits)
-    data_dir = Path(params.base.data_dir)
-    src = data_dir / "prepared" / task_name
-    dst = data_dir / "teacher" / task_name
-    examples = {s: read_examples(src / f"{s}.jsonl")[:limit] for s in splits}
+    layout = dataclasses.replace(Layout.of(params, root), task=task_name)
+    dst = layout.teacher_dir
+    examples = {s: read_examples(layout.split(s))[:limit] for s in splits}
     llm = llm or build_llm(params.llm)
     total = sum(len(v) for v in examples.values())
     log.info("teacher: %d prompts of task %s (%s)", total, task_name, ", ".join(splits))
@@ -97,7 +93,7 @@ def run_teacher(
                 {"id": ex.id, "task": ex.task, "output": out, "context_tokens": n}
                 for ex, out, n in zip(rows, outs, lengths, strict=True)
             )
-            write_atomic(dst / f"{split}.jsonl", dump_jsonl(rows_out))
+            write_atomic(layout.teacher_split(split), dump_jsonl(rows_out))
             failed = sum(o is None for o in outs)
             counts[split] = {"rows": len(rows), "failed": failed}
             if rows and failed / len(rows) > params.teacher.max_failed_fraction:
@@ -116,6 +112,35 @@ def run_teacher(
         "seconds": round(time.perf_counter() - started, 3),
         "metrics": llm.metrics(),
     }
-    write_atomic(dst / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(dst / TEACHER_META, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     log.info("teacher: wrote %s in %.1f s (%s)", dst, meta["seconds"], meta["metrics"])
     return meta
+
+
+def read_teacher_outputs(path: Path) -> dict[str, tuple[str | None, int]]:
+    """``id -> (output, context_tokens)`` of a teacher file written by ``run_teacher``
+    (``output`` is None where the LLM gave no answer). Raises ``DataFileError`` naming the
+    file (and line) when it is missing or a row is malformed."""
+    if not path.is_file():
+        raise DataFileError(f"teacher outputs not found: {path} (run `taco teacher`)")
+    outputs: dict[str, tuple[str | None, int]] = {}
+    for n, row in read_jsonl(path):
+        try:
+            outputs[row["id"]] = (row.get("output"), int(row["context_tokens"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataFileError(f"{path}:{n}: not a teacher row ({exc!r})") from None
+    return outputs
+
+
+def run(
+    params: Params,
+    root: Path = Path("."),
+    *,
+    task: str | None = None,
+    split: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """The ``teacher`` stage (``task``/``split``/``limit``: smoke runs of part of it); returns
+    rows and failures per split and the seconds taken."""
+    meta = run_teacher(params, task_name=task, splits=split, limit=limit, root=root)
+    return {"splits": meta["splits"], "seconds": meta["seconds"]}

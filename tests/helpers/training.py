@@ -153,6 +153,7 @@ def train_setup(root: Path, *, n_rows: int = 8, train: dict[str, Any] | None = N
             "checkpoint_every": 2,
             "head_lr": 0.05,
             "sampling": "bernoulli",
+            "position_prior": None,
             **(train or {}),
         },
     }

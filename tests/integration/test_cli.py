@@ -94,3 +94,46 @@ def test_compress_counts_the_budget_in_the_target_llms_tokens(tmp_path):
     assert count > 0.4 * data["origin_tokens"]  # filled, not just under
     bad = run("compress", "--rate", "0.5", "--tokenizer", str(tmp_path / "nope"), "-", stdin="a b")
     assert bad.returncode != 0 and "--tokenizer" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _teacher_project(tmp_path, llm: dict) -> None:
+    from tests.helpers.training import write_params, write_prepared
+
+    write_prepared(tmp_path, "code", 4, split="train")
+    write_params(tmp_path, {"base": {"task": "code"}, "teacher": {"splits": ["train"]}, "llm": llm})
+
+
+def test_missing_llm_file_is_one_line_and_exit_2(tmp_path):
+    _teacher_project(tmp_path, {"model": str(tmp_path / "nope.gguf"), "cache": False})
+    out = run("teacher", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"taco: error: llm.model: GGUF file not found: {tmp_path / 'nope.gguf'}"
+    )
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_endpoint_url_is_one_line_and_exit_2(tmp_path):
+    llm = {"backend": "openai", "model": "m", "openai": {"base_url": "ftp://127.0.0.1/v1"}}
+    _teacher_project(tmp_path, llm)
+    out = run("teacher", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "llm.openai.base_url: 'ftp://127.0.0.1/v1' must start with http(s)://" in out.stderr
+
+
+def test_unreachable_endpoint_fails_the_stage_with_exit_1(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    llm = {
+        "backend": "openai",
+        "model": "m",
+        "cache": False,
+        "openai": {"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 0, "timeout_s": 2},
+    }
+    _teacher_project(tmp_path, llm)
+    out = run("teacher", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("taco: failed: teacher: 4 of 4 train")
