@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -73,10 +74,24 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
         "--force-token",
         action="append",
         default=None,
+        type=_unescape,
         metavar="T",
-        help='a word always kept; repeatable (default: "\\n", which keeps line breaks)',
+        help="a string always kept, and kept whole (e.g. '?', a URL, a path); repeatable; "
+        "\\n, \\t, \\r and \\\\ mean a line break, a tab, a carriage return and a "
+        "backslash. Line breaks are kept anyway (see --no-keep-newlines)",
     )
-    p.add_argument("--keep-digits", action="store_true", help="always keep words with digits")
+    p.add_argument(
+        "--keep-newlines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the line breaks and indentation of kept lines (default: yes); "
+        "--no-keep-newlines puts the kept words on one line",
+    )
+    p.add_argument(
+        "--keep-digits",
+        action="store_true",
+        help="always keep numbers, each whole (1.5, 250,000, 2024-05-31, $12.50, 27.5%%)",
+    )
     p.add_argument(
         "--unit",
         choices=("word", "sentence", "line"),
@@ -105,6 +120,15 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
     return _run_compress
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _unescape(value: str) -> str:
+    """``--force-token``: ``\\n``, ``\\t``, ``\\r``, ``\\\\`` typed in a shell mean a line
+    break, a tab, a carriage return, a backslash; any other backslash stays as typed."""
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], value)
+
+
 def _counter(spec: str | None) -> Any:
     """``--tokenizer``: the token counter the budget is counted in (None: the encoder's)."""
     if spec is None:
@@ -126,7 +150,7 @@ def _run_compress(args: argparse.Namespace) -> int:
 
     check_budget_args(args.rate, args.target_tokens)  # before the (slow) model load
     text = _read_input(args.file)
-    force = tuple(args.force_token) if args.force_token is not None else ("\n",)
+    force = tuple(args.force_token or ())
     compressor = Compressor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, token_counter=_counter(args.tokenizer)
     )
@@ -138,6 +162,7 @@ def _run_compress(args: argparse.Namespace) -> int:
         keep_digits=args.keep_digits,
         question=args.question,
         unit=args.unit,
+        keep_newlines=args.keep_newlines,
     )
     if args.json:
         out = result.to_llmlingua_dict()
