@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-SENTENCE_END = frozenset(".!?。！？;；｡")
 UNITS = ("word", "sentence", "line")
 _INDENT = re.compile(r"[ \t]*")
 
@@ -309,8 +308,15 @@ def span_ids(al: Alignment, unit: str) -> np.ndarray:
 
 
 def line_indent(text: str, pos: int) -> str:
-    """The leading blanks of the line containing character ``pos``."""
-    line_start = max(text.rfind("\n", 0, pos), text.rfind("\r", 0, pos)) + 1
+    """The leading blanks of the line (ended by LF, CRLF or CR) containing character ``pos``."""
+    lo, width, line_start = pos, 256, 0
+    while lo > 0:  # look back in growing windows: the cost is the line's length, not pos
+        lo = max(0, pos - width)
+        brk = max(text.rfind("\n", lo, pos), text.rfind("\r", lo, pos))
+        if brk >= 0:
+            line_start = brk + 1
+            break
+        width *= 4
     return _INDENT.match(text, line_start).group(0)
 
 
@@ -367,10 +373,12 @@ def render(al: Alignment, keep: np.ndarray, *, keep_newlines: bool = True) -> st
             sep = line_indent(text, s) if keep_newlines else ""
         elif adj_l[j]:
             sep = text[we_l[j - 1] : s]
-            if not keep_newlines and _LINE_BREAK.search(sep):
+            if not keep_newlines and ("\n" in sep or "\r" in sep):
                 sep = " "
         elif keep_newlines and max_nl[j - 1] > 0:
             sep = line_break(text, we_l[j - 1]) * max_nl[j - 1] + line_indent(text, s)
+        elif text[we_l[j - 1]].isspace() or text[s - 1].isspace():
+            sep = " "  # (join_gap's answer, fast)
         else:
             sep = join_gap(text, we_l[j - 1], s)
         pieces.append(sep)
