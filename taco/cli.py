@@ -15,6 +15,7 @@ import functools
 import importlib
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -77,10 +78,24 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
         "--force-token",
         action="append",
         default=None,
+        type=_unescape,
         metavar="T",
-        help='a word always kept; repeatable (default: "\\n", which keeps line breaks)',
+        help="a string always kept, and kept whole (e.g. '?', a URL, a path); repeatable; "
+        "\\n, \\t, \\r and \\\\ mean a line break, a tab, a carriage return and a "
+        "backslash. Line breaks are kept anyway (see --no-keep-newlines)",
     )
-    p.add_argument("--keep-digits", action="store_true", help="always keep words with digits")
+    p.add_argument(
+        "--keep-newlines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the line breaks and indentation of kept lines (default: yes); "
+        "--no-keep-newlines puts the kept words on one line",
+    )
+    p.add_argument(
+        "--keep-digits",
+        action="store_true",
+        help="always keep numbers, each whole (1.5, 250,000, 2024-05-31, $12.50, 27.5%%)",
+    )
     p.add_argument(
         "--unit",
         choices=("word", "sentence", "line"),
@@ -109,6 +124,15 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
     return _run_compress
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _unescape(value: str) -> str:
+    """``--force-token``: ``\\n``, ``\\t``, ``\\r``, ``\\\\`` typed in a shell mean a line
+    break, a tab, a carriage return, a backslash; any other backslash stays as typed."""
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], value)
+
+
 def _counter(spec: str | None) -> Any:
     """``--tokenizer``: the token counter the budget is counted in (None: the encoder's)."""
     if spec is None:
@@ -129,12 +153,9 @@ def _run_compress(args: argparse.Namespace) -> int:
     from taco.compress.compressor import Compressor
     from taco.compress.selection import check_budget_args
 
-    try:
-        check_budget_args(args.rate, args.target_tokens)  # before the (slow) model load
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    check_budget_args(args.rate, args.target_tokens)  # before the (slow) model load
     text = _read_input(args.file)
-    force = tuple(args.force_token) if args.force_token is not None else ("\n",)
+    force = tuple(args.force_token or ())
     compressor = Compressor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, token_counter=_counter(args.tokenizer)
     )
@@ -146,6 +167,7 @@ def _run_compress(args: argparse.Namespace) -> int:
         keep_digits=args.keep_digits,
         question=args.question,
         unit=args.unit,
+        keep_newlines=args.keep_newlines,
     )
     if args.json:
         out = result.to_llmlingua_dict()
