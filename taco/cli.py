@@ -16,6 +16,7 @@ import importlib
 import json
 import logging
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -245,8 +246,25 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+def _section_epilog(section: str) -> str:
+    """The epilog of ``taco <stage> --help``: params.yaml section ``section`` with every key's
+    default and help, from the config fields' metadata (``taco.config.explain``)."""
+    from taco.config import explain
+
+    return (
+        f"params.yaml keys of `{section}` (defaults; `taco params --explain` lists every "
+        f"section):\n\n{explain(only=[section])}"
+    )
+
+
 def _add_stage(sub: argparse._SubParsersAction, stage: Stage) -> Handler:
-    p = sub.add_parser(stage.name, help=stage.help, description=stage.description)
+    p = sub.add_parser(
+        stage.name,
+        help=stage.help,
+        description=textwrap.fill(stage.description, 88),
+        epilog=_section_epilog(stage.name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _params_arg(p)
     for flags, kwargs in stage.options:
         p.add_argument(*flags, **kwargs)
