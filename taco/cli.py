@@ -18,10 +18,13 @@ import logging
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from taco import __version__
 from taco.errors import TacoError, UserError
+
+if TYPE_CHECKING:
+    from taco.compress.selection import TokenCounter
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
     return _run_compress
 
 
-def _counter(spec: str | None) -> Any:
+def _counter(spec: str | None) -> TokenCounter | None:
     """``--tokenizer``: the token counter the budget is counted in (None: the encoder's)."""
     if spec is None:
         return None

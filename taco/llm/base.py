@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from taco.errors import UserError
@@ -106,8 +106,14 @@ class CachedLLM(LLM):
         }
 
     def _cached(
-        self, kind: str, prompts: Sequence[str], extras: Sequence[Any], compute: Any
+        self,
+        kind: str,
+        prompts: Sequence[str],
+        extras: Sequence[Any],
+        compute: Callable[[list[int]], Sequence[Any]],
     ) -> list[Any]:
+        """Answers of ``kind`` for ``prompts`` (``extras``: what else keys each answer), from
+        the cache, or from ``compute(indices)`` for the prompts not found (then stored)."""
         keys = [cache_key(kind, self.identity, p, e) for p, e in zip(prompts, extras, strict=True)]
         found = self.cache.get_many(keys)
         todo = {k: i for i, k in enumerate(keys) if k not in found}  # dedupes repeated prompts

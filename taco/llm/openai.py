@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from taco.config import LLMParams
 from taco.llm.base import LLM
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,8 @@ class OpenAILLM(LLM):
         self._key = _Secret(key) if key else None
 
     @classmethod
-    def from_params(cls, params: Any) -> OpenAILLM:
-        """Build from an ``LLMParams`` whose ``backend`` is ``openai``."""
+    def from_params(cls, params: LLMParams) -> OpenAILLM:
+        """Build from the ``llm`` section (its ``openai`` endpoint and decoding settings)."""
         o = params.openai
         return cls(
             base_url=o.base_url,

@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -56,6 +56,12 @@ from taco.rl.reinforce import (
     sequence_log_prob,
 )
 from taco.rl.rows import TrainError, TrainRow, batch_indices, load_rows
+
+if TYPE_CHECKING:
+    from dvclive import Live
+
+    from taco.llm.base import LLM
+    from taco.tasks.registry import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +130,7 @@ class Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
-def set_budget_units(compressor: Compressor, llm: Any, units: str) -> None:
+def set_budget_units(compressor: Compressor, llm: LLM, units: str) -> None:
     """Count ``compressor``'s budgets (sampling, ``reward/val``, the bench) in the reward
     LLM's tokens (``units`` "llm", ``train.budget_tokens``: the reward's L_o and L_c, so RL
     cannot gain by keeping words the encoder counts as cheaper than the LLM reads them) or
@@ -138,8 +144,8 @@ def train_step(
     compressor: Compressor,
     rows: Sequence[TrainRow],
     *,
-    llm: Any,
-    task: Any,
+    llm: LLM,
+    task: TaskSpec,
     params: Params,
     generator: torch.Generator,
     timer: Timer,
@@ -243,7 +249,7 @@ def deployed_texts(compressor: Compressor, rows: Sequence[TrainRow], params: Par
 
 
 def validation_reward(
-    compressor: Compressor, rows: Sequence[TrainRow], *, llm: Any, task: Any, params: Params
+    compressor: Compressor, rows: Sequence[TrainRow], *, llm: LLM, task: TaskSpec, params: Params
 ) -> float:
     """Mean reward of what inference would deploy: ``Compressor.compress`` at the target
     rate (greedy, budgeted), on fixed validation rows — a learning curve free of sampling
@@ -268,7 +274,7 @@ def validation_reward(
     return sum(scored) / len(scored) if scored else math.nan
 
 
-def step_metrics(sums: dict[str, float], llm: Any, seconds: float) -> dict[str, float]:
+def step_metrics(sums: dict[str, float], llm: LLM, seconds: float) -> dict[str, float]:
     """The logged metrics of one step from summed counters (all ranks)."""
     n = max(sums["samples"], 1.0)
     llm_metrics = llm.metrics() if hasattr(llm, "metrics") else {}
@@ -312,7 +318,7 @@ def _drop_torn_summary(summary: Path) -> None:
         summary.unlink()
 
 
-def _open_live(reports: Path, resume_step: int | None) -> Any:
+def _open_live(reports: Path, resume_step: int | None) -> Live | None:
     try:
         from dvclive import Live
     except ImportError:  # a bare GPU box: the curve is still in taco_run.json
@@ -330,7 +336,7 @@ def _open_live(reports: Path, resume_step: int | None) -> Any:
 
 
 def train(
-    params: Params, root: Path = Path("."), *, llm: Any = None, progress: bool = True
+    params: Params, root: Path = Path("."), *, llm: LLM | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Run TACO-RL training; returns the run record written to ``taco_run.json``."""
     from tqdm.auto import tqdm
@@ -534,7 +540,7 @@ def train(
 
 
 def _better(
-    best: dict[str, Any] | None, step: int, val: float, model: Any, keep: str
+    best: dict[str, Any] | None, step: int, val: float, model: torch.nn.Module | None, keep: str
 ) -> dict[str, Any] | None:
     """``train.keep: best_val``: the best ``reward/val`` point so far (ties: the earlier),
     with a CPU copy of its weights (``model`` None: the final weights, which need none)."""

@@ -19,7 +19,7 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from taco.config import ConfigError
+from taco.config import ConfigError, Params, TaskParams
 from taco.tasks.metrics import get_metric
 
 
@@ -134,8 +134,8 @@ def register_task(
     return TASKS.register(name, template, metric, postprocess, **kw)
 
 
-def get_task(name: str, params: Any = None) -> TaskSpec:
-    """The task spec, with ``params.tasks.templates`` (a ``Params`` or ``TaskParams``) applied."""
+def get_task(name: str, params: Params | TaskParams | None = None) -> TaskSpec:
+    """The task spec, with the templates of ``params.tasks`` (or of a ``TaskParams``) applied."""
     tasks = getattr(params, "tasks", params)
     templates = getattr(tasks, "templates", None)
     return TASKS.get(name, templates)
