@@ -58,7 +58,17 @@ class LLM(abc.ABC):
         """Log-probability of each continuation (the assistant's reply) given its prompt.
 
         ``mean`` is per continuation token, ``sum`` the total; an empty continuation gives 0.0.
+        Raises ValueError when the two sequences differ in length, ``LLMError`` when the
+        backend cannot score (backends implement ``_loglik``).
         """
+        if len(prompts) != len(continuations):
+            raise ValueError("loglik: prompts and continuations differ in length")
+        return self._loglik(prompts, continuations, reduction)
+
+    def _loglik(
+        self, prompts: Sequence[str], continuations: Sequence[str], reduction: Reduction
+    ) -> list[float]:
+        """The backend's ``loglik`` (lengths already checked); by default it cannot score."""
         raise LLMError(
             f"{type(self).__name__} cannot score log-likelihoods; use llm.backend: local "
             "(or a reward that generates, e.g. taco_rl)"
@@ -137,15 +147,9 @@ class CachedLLM(LLM):
             lambda idx: self.inner.generate([prompts[i] for i in idx], n),
         )
 
-    def loglik(
-        self,
-        prompts: Sequence[str],
-        continuations: Sequence[str],
-        *,
-        reduction: Reduction = "mean",
+    def _loglik(
+        self, prompts: Sequence[str], continuations: Sequence[str], reduction: Reduction
     ) -> list[float]:
-        if len(prompts) != len(continuations):
-            raise ValueError("loglik: prompts and continuations differ in length")
         return self._cached(
             "loglik",
             prompts,

@@ -229,13 +229,7 @@ def compute_rewards(
             for i, ll in zip(todo, llm.loglik(prompts, conts, reduction="mean"), strict=True):
                 logliks[i] = ll
     batch = RewardBatch(
-        task=task,
-        original_tokens=original_tokens,
-        compressed_tokens=compressed_tokens,
-        outputs=outputs,
-        teacher_outputs=teacher_outputs,
-        references=references,
-        logliks=logliks,
+        task, original_tokens, compressed_tokens, outputs, teacher_outputs, references, logliks
     )
     asked = len(todo) if spec.needs != "none" else 0
     return RewardResult(spec.fn(batch, params), outputs, logliks, asked)

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from dvclive import Live
 
     from taco.llm.base import LLM
+    from taco.rl.rewards import RewardResult
     from taco.tasks.registry import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,6 @@ def train_step(
 
     Returns the loss (not yet backpropagated) and per-step sums for logging.
     """
-    from taco.rl.rewards import compute_rewards
-
     p: TrainParams = params.train
     k = p.samples_per_prompt
     with timer("encoder_forward"), autocast(compressor.device, p.bf16):
@@ -189,18 +188,8 @@ def train_step(
     n = len(texts)
     scored_rows = [r for r in rows for _ in range(k)] + (list(rows) if greedy else [])
     with timer("llm_and_reward"):
-        result = compute_rewards(
-            params.reward.name,
-            llm,
-            task,
-            compressed_contexts=texts + greedy,
-            questions=[r.example.question for r in scored_rows],
-            original_tokens=[r.context_tokens for r in scored_rows],
-            compressed_tokens=compressed,
-            teacher_outputs=[r.teacher for r in scored_rows],
-            references=[r.example.references for r in scored_rows],
-            params=params.reward,
-            max_new_tokens=params.llm.max_new_tokens,
+        result = row_rewards(
+            texts + greedy, compressed, scored_rows, llm=llm, task=task, params=params
         )
     with timer("loss"):
         rewards = rewards_tensor([result.rewards[i * k : (i + 1) * k] for i in range(len(rows))])
@@ -232,6 +221,35 @@ def train_step(
     return loss, sums
 
 
+def row_rewards(
+    texts: Sequence[str],
+    compressed_tokens: Sequence[int],
+    rows: Sequence[TrainRow],
+    *,
+    llm: LLM,
+    task: TaskSpec,
+    params: Params,
+) -> RewardResult:
+    """``reward.name``'s rewards of the compressed contexts ``texts``, one per row of
+    ``rows`` (``compressed_tokens``: their lengths in the LLM's tokens, L_c), scored with
+    each row's question, L_o, teacher output and references."""
+    from taco.rl.rewards import compute_rewards
+
+    return compute_rewards(
+        params.reward.name,
+        llm,
+        task,
+        compressed_contexts=texts,
+        questions=[r.example.question for r in rows],
+        original_tokens=[r.context_tokens for r in rows],
+        compressed_tokens=compressed_tokens,
+        teacher_outputs=[r.teacher for r in rows],
+        references=[r.example.references for r in rows],
+        params=params.reward,
+        max_new_tokens=params.llm.max_new_tokens,
+    )
+
+
 def deployed_texts(compressor: Compressor, rows: Sequence[TrainRow], params: Params) -> list[str]:
     """What inference would deploy for ``rows``: ``Compressor.compress`` at the target rate
     (greedy, budgeted, no autograd)."""
@@ -254,22 +272,8 @@ def validation_reward(
     """Mean reward of what inference would deploy: ``Compressor.compress`` at the target
     rate (greedy, budgeted), on fixed validation rows — a learning curve free of sampling
     and batch-composition noise."""
-    from taco.rl.rewards import compute_rewards
-
     texts = deployed_texts(compressor, rows, params)
-    result = compute_rewards(
-        params.reward.name,
-        llm,
-        task,
-        compressed_contexts=texts,
-        questions=[r.example.question for r in rows],
-        original_tokens=[r.context_tokens for r in rows],
-        compressed_tokens=llm.count_tokens(texts),
-        teacher_outputs=[r.teacher for r in rows],
-        references=[r.example.references for r in rows],
-        params=params.reward,
-        max_new_tokens=params.llm.max_new_tokens,
-    )
+    result = row_rewards(texts, llm.count_tokens(texts), rows, llm=llm, task=task, params=params)
     scored = [x for x in result.rewards if x is not None]
     return sum(scored) / len(scored) if scored else math.nan
 
