@@ -424,7 +424,7 @@ class TeacherParams:
 
 @dataclasses.dataclass(frozen=True)
 class RewardParams:
-    """Reward constants (ALGORITHM.md §3): target rate c, tolerance τ, floor and penalties."""
+    """Reward constants (docs/algorithm.md §1): target rate c, tolerance τ, floor, penalties."""
 
     name: str = key(
         "loglik",

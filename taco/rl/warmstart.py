@@ -7,7 +7,7 @@ Label sources (``warmstart.labels``):
   covers. Words are ranked by self-information per encoder token and the top ones are
   labelled keep until ``warmstart.rate`` of the context's tokens is reached (the same
   budgeted selection inference uses).
-- ``llm`` (LLMLingua-2's recipe, ALGORITHM.md §5): the configured LLM compresses each context
+- ``llm`` (LLMLingua-2's recipe, docs/algorithm.md §7): the configured LLM compresses each context
   by deleting words only; its output is aligned back to the context's words in order, and
   contexts whose output aligns badly (< ``warmstart.min_alignment`` of its words found) or
   does not compress at all are dropped.

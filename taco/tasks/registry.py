@@ -2,9 +2,10 @@
 
 A template has a ``{context}`` field (the only part a compressor touches) and, for tasks with a
 question, a ``{question}`` field placed *after* the context, so the question is never
-compressed and stays next to the answer cue. Built-in templates follow ALGORITHM.md §3;
-``tasks.templates`` in params.yaml overrides the wording (the default params.yaml asks the
-code task for "one sentence", which the embedded SmolLM2 needs to summarise instead of echoing).
+compressed and stays next to the answer cue. Built-in templates are the paper's
+(docs/algorithm.md §1); ``tasks.templates`` in params.yaml overrides the wording (the default
+params.yaml asks the code task for "one sentence", which the embedded SmolLM2 needs to
+summarise instead of echoing).
 
 A user task adds itself in one place::
 
