@@ -306,7 +306,8 @@ def render(params: Params, root: Path = Path(".")) -> dict[str, Path]:
     run_record = json.loads(run_record_path.read_text()) if run_record_path.is_file() else {}
     from taco.rl.checkpoint import data_versions
 
-    versions = data_versions(root)
+    prefix = f"{Path(params.base.data_dir).as_posix()}/"
+    versions = {k: v for k, v in data_versions(root).items() if k.startswith(prefix)}
     rate_png = rate_quality_plot(metrics, task, metric, out / RATE_PLOT)
     train_png = train_curve_plot(layout.train_reports, out / TRAIN_PLOT)
     rates = keys.rates_of(metrics, task)
@@ -319,7 +320,9 @@ def render(params: Params, root: Path = Path(".")) -> dict[str, Path]:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     md: list[str] = [f"# taco run report: {task}\n", f"Generated {when}.\n", "## Data version\n"]
     h: list[str] = [f"<h1>taco run report: {html.escape(task)}</h1><p>Generated {when}.</p>"]
-    version_rows = [[p, v] for p, v in versions.items()] or [["dvc.lock", "not found"]]
+    version_rows = [[p, v] for p, v in versions.items()] or [
+        ["dvc.lock", f"no stage output under {prefix} (stages run outside `dvc repro`)"]
+    ]
     version_rows.append(["git commit", str(run_record.get("git_commit"))])
     md.append(markdown_table(["output", "DVC hash"], version_rows) + "\n")
     h.append("<h2>Data version</h2>" + _html_table(["output", "DVC hash"], version_rows))

@@ -66,10 +66,16 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def test_dvc_repro_gate_twice_the_second_skips(repo: Path) -> None:
-    first = run([sys.executable, "-m", "dvc", "repro", "gate"], repo)
-    assert "Running stage 'evaluate'" in first.stdout
-    assert "Running stage 'gate'" in first.stdout
+@pytest.fixture(scope="module")
+def first_repro(repo: Path) -> str:
+    """The first `dvc repro gate` of the project (its stdout)."""
+    return run([sys.executable, "-m", "dvc", "repro", "gate"], repo).stdout
+
+
+def test_dvc_repro_gate_twice_the_second_skips(repo: Path, first_repro: str) -> None:
+    first = first_repro
+    assert "Running stage 'evaluate'" in first
+    assert "Running stage 'gate'" in first
     gate = json.loads((repo / "data/reports/gate.json").read_text())
     assert set(gate) == {
         "task", "passed", "metric", "checks", "reasons", "recommended_rate", "model", "champion",
@@ -84,7 +90,9 @@ def test_dvc_repro_gate_twice_the_second_skips(repo: Path) -> None:
     assert "code/rate_0.33/trained/bleu" in json.dumps(shown)
 
 
-def test_gate_says_no_with_exit_0_and_errors_exit_2(repo: Path, tmp_path: Path) -> None:
+def test_gate_says_no_with_exit_0_and_errors_exit_2(
+    repo: Path, first_repro: str, tmp_path: Path
+) -> None:
     strict = yaml.safe_load((repo / "params.yaml").read_text())
     strict["gate"]["min_score"] = 0.99
     (tmp_path / "strict.yaml").write_text(yaml.safe_dump(strict))
@@ -96,16 +104,16 @@ def test_gate_says_no_with_exit_0_and_errors_exit_2(repo: Path, tmp_path: Path) 
     other = dict(strict, base={**strict["base"], "task": "qa"})
     (tmp_path / "qa.yaml").write_text(yaml.safe_dump(other))
     res = run_taco("gate", "--params", str(tmp_path / "qa.yaml"), cwd=repo)
-    assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == [
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
         f"taco: error: {repo}/data/reports/eval/metrics.json: the metrics are for code, not "
         "base.task 'qa' (rerun `taco evaluate` for this task)"
-    ]
+    )
     broken = dict(strict, gate={**strict["gate"], "champion": "no/such/model"})
     (tmp_path / "champ.yaml").write_text(yaml.safe_dump(broken))
     res = run_taco("gate", "--params", str(tmp_path / "champ.yaml"), cwd=repo)
-    assert res.returncode == 2 and "gate.champion:" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("taco: error: gate.champion: ")
     run_taco("gate", cwd=repo)  # leave the project's own decision in place
 
 
@@ -128,7 +136,7 @@ class _Page(html.parser.HTMLParser):
         self.text.append(data)
 
 
-def test_the_report_renders_self_contained(repo: Path) -> None:
+def test_the_report_renders_self_contained(repo: Path, first_repro: str) -> None:
     from PIL import Image
 
     res = run_taco("report", cwd=repo)
