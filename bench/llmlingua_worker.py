@@ -1,48 +1,8 @@
-"""Runs llmlingua 0.2.2 in its side venv for bench/compress_speed.py (JSON lines on stdio).
+"""Moved to taco/eval/llmlingua_worker.py (one owner: the evaluation's llmlingua baseline
+and bench/compress_speed.py use the same worker); this path keeps the bench's command working."""
 
-Started as: .venv-llmlingua/bin/python bench/llmlingua_worker.py MODEL_FOLDER
-Each request {"text", "rate", "force_tokens", "labels"} gets back {"seconds", "origin_tokens",
-"compressed_tokens", "words", "labels"}; only the compress_prompt call is timed.
-"""
+import runpy
+from pathlib import Path
 
-import json
-import sys
-import time
-
-import torch
-from llmlingua import PromptCompressor
-
-WORD_SEP, LABEL_SEP = "\t\t|\t\t", " "
-
-
-def main() -> None:
-    torch.manual_seed(0)
-    pc = PromptCompressor(model_name=sys.argv[1], use_llmlingua2=True, device_map="cpu")
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        req = json.loads(line)
-        t0 = time.perf_counter()
-        res = pc.compress_prompt(req["text"], rate=req["rate"], force_tokens=req["force_tokens"])
-        seconds = time.perf_counter() - t0
-        out = {
-            "seconds": seconds,
-            "origin_tokens": res["origin_tokens"],
-            "compressed_tokens": res["compressed_tokens"],
-        }
-        if req.get("labels"):
-            lab = pc.compress_prompt(
-                req["text"],
-                rate=req["rate"],
-                force_tokens=req["force_tokens"],
-                return_word_label=True,
-                word_sep=WORD_SEP,
-                label_sep=LABEL_SEP,
-            )["fn_labeled_original_prompt"]
-            pairs = [p.rsplit(LABEL_SEP, 1) for p in lab.split(WORD_SEP)]
-            out["words"] = [w for w, _ in pairs]
-            out["labels"] = [int(x) for _, x in pairs]
-        print(json.dumps(out), flush=True)
-
-
-if __name__ == "__main__":
-    main()
+WORKER = Path(__file__).resolve().parents[1] / "taco" / "eval" / "llmlingua_worker.py"
+runpy.run_path(str(WORKER), run_name="__main__")

@@ -287,6 +287,27 @@ STAGES: tuple[Stage, ...] = (
         "`torchrun --nproc_per_node=N -m taco train` it runs data-parallel.",
         ((("--no-progress",), {"action": "store_true", "help": "no progress bar"}),),
     ),
+    Stage(
+        "evaluate",
+        "taco.eval.evaluate",
+        "trained vs every baseline at equal token budget on the test split, with CIs",
+        "Compress the first evaluate.max_rows test rows with the trained model and every "
+        "baseline (uncompressed, random, truncate, selective_context, question_overlap, start, "
+        "production, llmlingua) at each of evaluate.rates, to the same budget in the target "
+        "LLM's tokens; ask the LLM (cached), score against the gold references and the "
+        "teacher outputs, and write <data_dir>/reports/eval/ (metrics.json with paired "
+        "bootstrap CIs and recommended_rate, rows.jsonl, report.md, rate_quality.png, plots/).",
+        ((("--no-progress",), {"action": "store_true", "help": "no progress bar"}),),
+    ),
+    Stage(
+        "gate",
+        "taco.eval.gate",
+        "pass/fail of the trained model from the evaluation (exit 0 either way)",
+        "Check the evaluation against params.yaml's gate thresholds (minimum score, gains over "
+        "start and the best baseline, rate deviation, latency, the champion) and write "
+        "<data_dir>/reports/gate.json with every check and one sentence per failed check. "
+        "Exits 0 whether the gate passes or not; non-zero only on errors.",
+    ),
 )
 
 
@@ -352,6 +373,32 @@ def _run_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "report",
+        help="a report for people: one self-contained HTML page (and Markdown) of the run",
+        description=(
+            "Render <data_dir>/reports/run/report.html (images embedded) and report.md from "
+            "the evaluation, the gate decision and the training run: data version, training "
+            "curve, rate-quality plot, comparison table with CIs, gate reasons, recommended "
+            "rate and example compressions side by side."
+        ),
+    )
+    _params_arg(p)
+
+    def handler(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from taco.config import load_params
+        from taco.eval.report import render
+
+        paths = render(load_params(args.params), Path.cwd())
+        sys.stdout.write(f"{paths['html']}\n{paths['markdown']}\n")
+        return 0
+
+    return handler
+
+
 def _add_data(sub: argparse._SubParsersAction) -> Handler:
     p = _params_command(
         sub,
@@ -390,6 +437,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     *(functools.partial(_add_stage, stage=stage) for stage in STAGES),
     _add_data,
     _add_params,
+    _add_report,
 ]
 
 

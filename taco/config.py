@@ -608,6 +608,147 @@ class TrainParams:
             check_range("train.train_layers", self.train_layers, 0, 1024)
 
 
+# --- evaluate / gate (issue 16: evaluation against every baseline, the gate) -------------
+
+#: Every compressor `taco evaluate` knows besides ``trained`` (always evaluated).
+EVAL_BASELINES = (
+    "uncompressed",
+    "random",
+    "truncate",
+    "selective_context",
+    "question_overlap",
+    "start",
+    "production",
+    "llmlingua",
+)
+#: Rates the ``evaluate.curve`` option adds to ``evaluate.rates`` (the rate-quality curve).
+CURVE_RATES = (0.2, 0.25, 0.75)
+
+
+def _help(default: Any, text: str, **kw: Any) -> Any:
+    """A dataclass field with ``default`` (or ``default_factory=``) and its help text."""
+    if "default_factory" in kw:
+        return dataclasses.field(metadata={"help": text}, **kw)
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    """`taco evaluate`: trained vs every baseline at equal token budgets on the test split."""
+
+    max_rows: int | None = _help(
+        48, "first N test rows with a teacher output (null = all); sized for a 5-minute run"
+    )
+    rates: tuple[float, ...] = _help(
+        None,
+        "fractions of the context's LLM tokens kept, each in (0, 1]",
+        default_factory=lambda: (0.33, 0.5),
+    )
+    curve: bool = _help(False, "add the rates 0.2, 0.25 and 0.75 (a fuller rate-quality curve)")
+    baselines: tuple[str, ...] = _help(
+        None,
+        "compressors compared with trained: " + ", ".join(EVAL_BASELINES),
+        default_factory=lambda: EVAL_BASELINES,
+    )
+    selective_context_model: str | None = _help(
+        None,
+        "causal LM whose self-information ranks words for selective_context (null = the "
+        "target LLM when it is local, else the embedded SmolLM2)",
+    )
+    llmlingua_python: str | None = _help(
+        None,
+        "python of the llmlingua 0.2.2 side venv (`make llmlingua-venv`: "
+        ".venv-llmlingua/bin/python); null = the llmlingua baseline is skipped",
+    )
+    bootstrap_samples: int = _help(2000, "paired bootstrap resamples per confidence interval")
+    confidence: float = _help(0.95, "confidence level of the intervals")
+    max_unscorable_fraction: float = _help(
+        0.1, "fail when more test rows than this lost an LLM answer (they are never scored 0)"
+    )
+    examples: int = _help(3, "example compressions shown side by side in the reports")
+
+    def all_rates(self) -> tuple[float, ...]:
+        """``rates`` plus the curve's rates when ``curve`` is on, sorted, without repeats."""
+        return tuple(sorted(set(self.rates) | (set(CURVE_RATES) if self.curve else set())))
+
+    def validate(self) -> None:
+        if self.max_rows is not None:
+            check_range("evaluate.max_rows", self.max_rows, 1, 10**9)
+        if not self.rates:
+            raise ConfigError("evaluate.rates: give at least one rate in (0, 1]")
+        for i, rate in enumerate(self.rates):
+            check_range(f"evaluate.rates[{i}]", rate, 0.0, 1.0, low_open=True)
+        unknown = sorted(set(self.baselines) - set(EVAL_BASELINES))
+        if unknown:
+            raise ConfigError(
+                f"evaluate.baselines: unknown compressor(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(EVAL_BASELINES)}"
+            )
+        check_range("evaluate.bootstrap_samples", self.bootstrap_samples, 100, 10**6)
+        check_range("evaluate.confidence", self.confidence, 0.5, 1.0, low_open=True)
+        check_range("evaluate.max_unscorable_fraction", self.max_unscorable_fraction, 0.0, 1.0)
+        check_range("evaluate.examples", self.examples, 0, 100)
+
+
+@dataclasses.dataclass(frozen=True)
+class GateParams:
+    """`taco gate`: pass/fail of the trained compressor, from the evaluation's metrics.
+
+    A "no" is a normal outcome (exit 0): the decision and its reasons go to gate.json."""
+
+    metric: str | None = _help(
+        None,
+        "the gated score, a metric of metrics.json (e.g. bleu, f1, teacher_bleu); null = the "
+        "task's own metric against the gold references",
+    )
+    rates: tuple[float, ...] | None = _help(None, "rates gated (null = evaluate.rates)")
+    min_score: float = _help(0.0, "minimum score of trained at every gated rate")
+    min_gain_vs_start: float = _help(
+        0.0, "minimum relative gain of trained over start (0.0 = not worse on average)"
+    )
+    min_gain_vs_best: float = _help(
+        0.0, "minimum relative gain of trained over the best other compressor (baselines)"
+    )
+    require_ci: bool = _help(
+        False, "the gains also need their confidence interval's lower bound above zero"
+    )
+    max_rate_deviation: float = _help(
+        0.05, "maximum |achieved - requested| rate of trained (fraction of LLM tokens)"
+    )
+    max_latency_ms_per_1k_tokens: float = _help(
+        1000.0, "maximum compression latency of trained, ms per 1,000 context tokens"
+    )
+    max_quality_loss: float = _help(
+        0.05,
+        "operating point: the recommended rate is the smallest rate whose score stays within "
+        "this share of the uncompressed prompt's, the CI's lower bound included",
+    )
+    min_gain_vs_champion: float = _help(
+        0.0, "minimum relative gain of trained over the champion on the same rows"
+    )
+    champion: str | None = _help(
+        None,
+        "the model to beat: null (none), a compressor folder, or production (the "
+        "production-labelled model of base.task in the BentoML store)",
+    )
+
+    def validate(self) -> None:
+        if self.rates is not None:
+            for i, rate in enumerate(self.rates):
+                check_range(f"gate.rates[{i}]", rate, 0.0, 1.0, low_open=True)
+        for name in ("min_gain_vs_start", "min_gain_vs_best", "min_gain_vs_champion"):
+            check_range(f"gate.{name}", getattr(self, name), -1.0, 100.0)
+        check_range("gate.max_rate_deviation", self.max_rate_deviation, 0.0, 1.0)
+        check_range(
+            "gate.max_latency_ms_per_1k_tokens",
+            self.max_latency_ms_per_1k_tokens,
+            0.0,
+            10**9,
+            low_open=True,
+        )
+        check_range("gate.max_quality_loss", self.max_quality_loss, 0.0, 1.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
     """All sections of params.yaml, one typed field per section (absent sections: defaults).
@@ -626,6 +767,8 @@ class Params:
     reward: RewardParams = dataclasses.field(default_factory=RewardParams)
     warmstart: WarmstartParams = dataclasses.field(default_factory=WarmstartParams)
     train: TrainParams = dataclasses.field(default_factory=TrainParams)
+    evaluate: EvaluateParams = dataclasses.field(default_factory=EvaluateParams)
+    gate: GateParams = dataclasses.field(default_factory=GateParams)
 
 
 def sections() -> dict[str, type]:

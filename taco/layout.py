@@ -13,7 +13,9 @@ the same paths with ``${base.data_dir}`` templating (a test holds the two togeth
   checkpoints/train/          checkpoint.pt                          (train; git-ignored)
   reports/                    validation.json, warmstart.json, gate.json, package.json
   reports/train/              DVCLive metrics.json + plots/          (train)
-  reports/eval/               metrics.json, rows.jsonl, report.md, plots (evaluate)
+  reports/eval/               metrics.json, rows.jsonl, report.md, rate_quality.png,
+                              plots/<compressor>.tsv                 (evaluate)
+  reports/run/                report.html, report.md + images       (`taco report`; git-ignored)
 ```
 """
 
@@ -38,6 +40,11 @@ CHECKPOINT = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
 GATE_FILE = "gate.json"
 PACKAGE_FILE = "package.json"
+EVAL_ROWS = "rows.jsonl"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+RATE_PLOT = "rate_quality.png"
+TRAIN_PLOT = "train_curve.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +128,35 @@ class Layout:
     @property
     def eval_dir(self) -> Path:
         return self.reports_dir / "eval"
+
+    @property
+    def eval_metrics(self) -> Path:
+        """Flat metrics (taco/eval/keys.py), declared as DVC metrics."""
+        return self.eval_dir / METRICS_FILE
+
+    @property
+    def eval_rows(self) -> Path:
+        """One JSON line per (example, rate, compressor), for audit."""
+        return self.eval_dir / EVAL_ROWS
+
+    @property
+    def eval_report(self) -> Path:
+        return self.eval_dir / REPORT_MD
+
+    @property
+    def eval_plot(self) -> Path:
+        """The rate-quality plot (PNG)."""
+        return self.eval_dir / RATE_PLOT
+
+    @property
+    def eval_plots_dir(self) -> Path:
+        """``dvc plots`` data: ``<compressor>.tsv`` with rate, score, teacher_bleu."""
+        return self.eval_dir / "plots"
+
+    @property
+    def run_report_dir(self) -> Path:
+        """`taco report`: report.html (self-contained), report.md and its images."""
+        return self.reports_dir / "run"
 
     @property
     def gate_report(self) -> Path:

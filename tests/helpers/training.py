@@ -26,7 +26,9 @@ def tiny_bert_config(vocab_size: int, max_positions: int = 128) -> Any:
     )
 
 
-def tiny_encoder_folder(folder: Path, *, classifier: bool = False, seed: int = 0) -> Path:
+def tiny_encoder_folder(
+    folder: Path, *, classifier: bool = False, seed: int = 0, max_positions: int = 128
+) -> Path:
     """A tiny BERT with the embedded MiniLM tokenizer (a bare encoder by default)."""
     import torch
     from transformers import AutoTokenizer, BertForTokenClassification, BertModel
@@ -34,7 +36,7 @@ def tiny_encoder_folder(folder: Path, *, classifier: bool = False, seed: int = 0
     from taco.compress.encoder import embedded_encoder_path
 
     tok = AutoTokenizer.from_pretrained(str(embedded_encoder_path()))
-    cfg = tiny_bert_config(tok.vocab_size)
+    cfg = tiny_bert_config(tok.vocab_size, max_positions)
     torch.manual_seed(seed)
     if classifier:
         model = BertForTokenClassification(cfg)
@@ -47,7 +49,7 @@ def tiny_encoder_folder(folder: Path, *, classifier: bool = False, seed: int = 0
 
 def write_prepared(root: Path, task: str, n: int, *, split: str = "train") -> list[dict[str, Any]]:
     """The first ``n`` rows of ../shared/data/<task>/dev.jsonl as prepared Example rows."""
-    src = shared_data({"code": "code", "qa": "qa"}[task])
+    src = shared_data({"code": "code", "qa": "qa", "summarization": "summarization"}[task])
     rows = []
     with src.open(encoding="utf-8") as fh:
         for line in fh:

@@ -1,0 +1,1 @@
+"""Evaluation: baselines at equal budget, the ``evaluate`` and ``gate`` stages, the run report."""
