@@ -9,6 +9,7 @@ Each dataclass may define ``validate(self) -> None`` that raises ``ConfigError``
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -488,6 +489,137 @@ class TrainParams:
             check_range("train.train_layers", self.train_layers, 0, 1024)
 
 
+# --- package / serve (issue 17: BentoML packaging and the compression service) ----------
+
+#: BentoML's rule for model and bento names (lower case; letters, digits, "-", "_", ".").
+BENTO_NAME = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
+
+
+def _help(default: Any, text: str) -> Any:
+    """A dataclass field with ``default`` and its ``taco params --explain`` help."""
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageParams:
+    """`taco package`: register the gated model in the BentoML store and build its bento."""
+
+    name: str = _help("taco", "BentoML model and bento name prefix: models are <name>-<task>")
+    build: bool = _help(True, "build the bento from bentofile.yaml after registering the model")
+
+    def validate(self) -> None:
+        if not BENTO_NAME.match(self.name):
+            raise ConfigError(
+                f"package.name: {self.name!r} is not a BentoML name (lower-case letters, "
+                "digits, '-', '_' and '.', starting and ending with a letter or digit)"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class UpstreamParams:
+    """The OpenAI-compatible endpoint behind the compressing proxy (vLLM, Ollama, OpenAI, Azure)."""
+
+    base_url: str = _help(
+        "http://127.0.0.1:8000/v1",
+        "the endpoint's base URL; the proxy posts to <base_url>/chat/completions",
+    )
+    api_key_env: str | None = _help(
+        "OPENAI_API_KEY",
+        "NAME of the env var holding the upstream key (never the key); unset or null: the "
+        "client's own Authorization/api-key header is forwarded",
+    )
+    api_key_header: typing.Literal["authorization", "api-key"] = _help(
+        "authorization", "authorization (Bearer, OpenAI/vLLM/Ollama) | api-key (Azure)"
+    )
+    timeout_s: float = _help(120.0, "seconds to wait for the upstream (connect and each read)")
+
+    def validate(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"serve.upstream.base_url: {self.base_url!r} must start with http(s)://"
+            )
+        check_range("serve.upstream.timeout_s", self.timeout_s, 0.0, 3600.0, low_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyParams:
+    """Which chat messages the proxy compresses (a request's `taco` field overrides each key)."""
+
+    roles: tuple[str, ...] = _help(("user",), "roles whose message text is compressed")
+    min_tokens: int = _help(256, "messages shorter than this (encoder tokens) pass unchanged")
+    rate: float | None = _help(None, "fraction of tokens kept; null = the service's default rate")
+    keep_question: bool = _help(
+        True,
+        "the last user message's last paragraph is its question: read by the encoder, "
+        "kept verbatim",
+    )
+
+    def validate(self) -> None:
+        allowed = {"system", "developer", "user", "assistant", "tool"}
+        unknown = sorted(set(self.roles) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"serve.proxy.roles: unknown role(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(allowed))}"
+            )
+        check_range("serve.proxy.min_tokens", self.min_tokens, 0, 10**9)
+        if self.rate is not None:
+            check_range("serve.proxy.rate", self.rate, 0.0, 1.0, low_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeParams:
+    """The BentoML service (`make serve`, taco/serving/service.py): model, limits, proxy."""
+
+    host: str = _help("127.0.0.1", "address `taco serve` binds (0.0.0.0 exposes it to the network)")
+    port: int = _help(3000, "port `taco serve` listens on")
+    model: str | None = _help(
+        None,
+        "BentoML model tag to serve; null = the production model of base.task, else the "
+        "latest packaged candidate",
+    )
+    default_rate: float | None = _help(
+        None, "rate when a request gives none; null = the model's recommended_rate, else 0.5"
+    )
+    device: str = _help("auto", "cpu, cuda, cuda:N or auto")
+    dtype: typing.Literal["float32", "bfloat16", "auto"] = _help(
+        "float32", "encoder precision (auto: bf16 where the hardware has it natively)"
+    )
+    workers: int = _help(1, "server processes (each loads the model)")
+    timeout_s: float = _help(60.0, "seconds a request may take before BentoML answers 504")
+    max_request_bytes: int = _help(1_048_576, "larger request bodies get 413")
+    max_prompt_chars: int = _help(200_000, "longer prompts/contexts/questions get 422")
+    max_batch_items: int = _help(64, "most requests in one /compress list")
+    batch_max_size: int = _help(32, "adaptive batching: most requests merged into one call")
+    batch_max_latency_ms: int = _help(
+        10_000, "adaptive batching: BentoML's latency bound (503 beyond it)"
+    )
+    api_key_env: str | None = _help(
+        None,
+        "NAME of the env var holding the service's API key (Authorization: Bearer or x-api-key);"
+        " null = no key",
+    )
+    upstream: UpstreamParams = dataclasses.field(
+        default_factory=UpstreamParams, metadata={"help": "the LLM endpoint behind the proxy"}
+    )
+    proxy: ProxyParams = dataclasses.field(
+        default_factory=ProxyParams,
+        metadata={"help": "what POST /v1/chat/completions compresses by default"},
+    )
+
+    def validate(self) -> None:
+        check_range("serve.port", self.port, 1, 65535)
+        if self.default_rate is not None:
+            check_range("serve.default_rate", self.default_rate, 0.0, 1.0, low_open=True)
+        check_range("serve.workers", self.workers, 1, 256)
+        check_range("serve.timeout_s", self.timeout_s, 0.0, 86400.0, low_open=True)
+        check_range("serve.max_request_bytes", self.max_request_bytes, 1024, 2**31)
+        check_range("serve.max_prompt_chars", self.max_prompt_chars, 1, 2**31)
+        check_range("serve.max_batch_items", self.max_batch_items, 1, 100_000)
+        check_range("serve.batch_max_size", self.batch_max_size, 2, 100_000)
+        check_range("serve.batch_max_latency_ms", self.batch_max_latency_ms, 1, 10**7)
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
     """All sections of params.yaml, one typed field per section (absent sections: defaults).
@@ -506,6 +638,8 @@ class Params:
     reward: RewardParams = dataclasses.field(default_factory=RewardParams)
     warmstart: WarmstartParams = dataclasses.field(default_factory=WarmstartParams)
     train: TrainParams = dataclasses.field(default_factory=TrainParams)
+    package: PackageParams = dataclasses.field(default_factory=PackageParams)
+    serve: ServeParams = dataclasses.field(default_factory=ServeParams)
 
 
 def sections() -> dict[str, type]:

@@ -35,6 +35,8 @@ CHECKPOINT = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
 GATE_FILE = "gate.json"
 PACKAGE_FILE = "package.json"
+PARAMS_FILE = "params.yaml"  # the project's (and a bento's) params file
+BENTOFILE = "bentofile.yaml"  # the one BentoML build spec, at the repository root
 
 
 @dataclasses.dataclass(frozen=True)
