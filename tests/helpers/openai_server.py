@@ -93,6 +93,7 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # TCP_NODELAY, as production servers set it
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass

@@ -1,6 +1,7 @@
 """The BentoML service for real: a tiny trained-format model packaged into a temporary
 BENTOML_HOME by `taco package` (bento built with every proxy pointing nowhere: no network),
-served by `bentoml serve` on 127.0.0.1, called with bentoml.SyncHTTPClient and raw HTTP;
+served by `bentoml serve` on 127.0.0.1 from an empty folder (the bento carries its code and
+the resolved params), called with bentoml.SyncHTTPClient and raw HTTP;
 the proxy in front of the fake OpenAI-compatible server of the tests."""
 
 from __future__ import annotations
@@ -88,7 +89,13 @@ def service(tmp_path_factory: pytest.TempPathFactory, upstream) -> Service:
     assert report["bento_tag"], report
     name, version = report["model_tag"].split(":")
     model_dir = root / "bentoml" / "models" / name / version
-    with BentoServer(report["bento_tag"], env=env, cwd=root, log_path=root / "serve.log") as srv:
+    # Served from an empty folder with no PYTHONPATH: the bento carries its code and params.
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    env.pop("PYTHONPATH")
+    with BentoServer(
+        report["bento_tag"], env=env, cwd=elsewhere, log_path=root / "serve.log"
+    ) as srv:
         yield Service(srv.url, report["model_tag"], model_dir, upstream)
 
 
