@@ -58,8 +58,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
+def batched(url: str) -> tuple[float, float]:
+    """(requests, encoder calls) of /compress so far: BentoML's adaptive batch-size histogram."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {"_sum": 0.0, "_count": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if (
+                "adaptive_batch_size" in sample.name
+                and sample.labels.get("method_name") == "compress"
+            ):
+                for suffix in out:
+                    if sample.name.endswith(suffix):
+                        out[suffix] += sample.value
+    return out["_sum"], out["_count"]
+
+
 def load(url: str, prompts: list[str], clients: int, seconds: float) -> dict[str, Any]:
-    """``clients`` threads POST /compress in a loop for ``seconds``; figures of the run."""
+    """``clients`` threads POST /compress in a loop for ``seconds``; figures of the run,
+    with the mean number of requests BentoML merged into one encoder call."""
     latencies: list[float] = []
     errors: list[int] = []
     lock = threading.Lock()
@@ -80,11 +98,14 @@ def load(url: str, prompts: list[str], clients: int, seconds: float) -> dict[str
                     (latencies if code == 200 else errors).append(dt if code == 200 else code)
                 i += clients
 
+    before = batched(url)
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     wall = time.perf_counter() - started
+    after = batched(url)
     return {
+        "batch": (after[0] - before[0]) / max(after[1] - before[1], 1),
         "rps": len(latencies) / wall,
         "p50": percentile(latencies, 50),
         "p95": percentile(latencies, 95),
@@ -238,17 +259,20 @@ def main() -> None:
           f"median of {args.repeats} interleaved repeats; clients on the same machine")  # fmt: skip
     print(f"in-process Compressor: one by one {one:.1f} prompts/s, batches of 8 {eight:.1f}")
     print("\n| clients | req/s | vs in-process 1-by-1 | vs batched 8 | p50 ms | p95 ms | p99 ms "
-          "| p99/p50 | errors |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| p99/p50 | errors | mean batch |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     summary: dict[str, Any] = {"inproc_1": one, "inproc_8": eight}
     for c in levels:
         rs = runs[f"c{c}"]
-        med = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p95", "p99")}
+        med = {
+            k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p95", "p99", "batch")
+        }
         errors = sum(r["errors"] for r in rs)
-        summary[f"c{c}"] = {**med, "errors": errors}
+        codes = sorted({code for r in rs for code in r["error_codes"]})
+        summary[f"c{c}"] = {**med, "errors": errors, "error_codes": codes}
         print(f"| {c} | {med['rps']:.1f} | {med['rps'] / one:.0%} | {med['rps'] / eight:.0%} "
               f"| {med['p50'] * 1e3:.0f} | {med['p95'] * 1e3:.0f} | {med['p99'] * 1e3:.0f} "
-              f"| {med['p99'] / med['p50']:.2f} | {errors} |")  # fmt: skip
+              f"| {med['p99'] / med['p50']:.2f} | {errors} | {med['batch']:.1f} |")  # fmt: skip
     fives = sum(v for k, v in bad.items() if k >= 500)
     fours = sum(v for k, v in bad.items() if 400 <= k < 500)
     print(f"\nbad input: {sum(bad.values())} requests -> {dict(sorted(bad.items()))}; "

@@ -586,13 +586,15 @@ class ServeParams:
         "float32", "encoder precision (auto: bf16 where the hardware has it natively)"
     )
     workers: int = _help(1, "server processes (each loads the model)")
-    timeout_s: float = _help(60.0, "seconds a request may take before BentoML answers 504")
+    timeout_s: float = _help(
+        300.0, "seconds a request may take, a proxied LLM answer included (BentoML's timeout)"
+    )
     max_request_bytes: int = _help(1_048_576, "larger request bodies get 413")
     max_prompt_chars: int = _help(200_000, "longer prompts/contexts/questions get 422")
     max_batch_items: int = _help(64, "most requests in one /compress list")
     batch_max_size: int = _help(32, "adaptive batching: most requests merged into one call")
     batch_max_latency_ms: int = _help(
-        10_000, "adaptive batching: BentoML's latency bound (503 beyond it)"
+        60_000, "adaptive batching: BentoML's bound on queueing + encoding (503 beyond it)"
     )
     api_key_env: str | None = _help(
         None,
