@@ -200,7 +200,7 @@ class LLMLinguaRequest(BaseModel):
     question: Text = ""
 
     @model_validator(mode="after")
-    def _budget(self) -> LLMLinguaRequest:
+    def _check_budget(self) -> LLMLinguaRequest:
         _budget(self.rate, None if self.target_token == -1 else self.target_token)
         return self
 
@@ -520,10 +520,11 @@ class TacoCompressor:
         except (TypeError, ValueError) as exc:
             return error_response(422, str(exc))
         origin, kept = result["origin_tokens"], result["compressed_tokens"]
-        m = metrics()
-        m.tokens_in.labels("/compress_llmlingua").inc(origin)
-        m.tokens_out.labels("/compress_llmlingua").inc(kept)
-        m.seconds.labels("/compress_llmlingua").observe(time.perf_counter() - started)
+        achieved = CompressionResult.build("", origin, kept)
+        target = None if fields["target_token"] == -1 else fields["target_token"]
+        job = CompressionRequest("", rate=fields["rate"], target_tokens=target)
+        seconds = time.perf_counter() - started
+        observe("/compress_llmlingua", achieved, requested_rate(job, achieved), seconds)
         return result
 
     @bentoml.api(route="/v1/chat/completions")
