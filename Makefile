@@ -3,6 +3,7 @@
 #   make run     the main job on the embedded default: `dvc repro` (offline, CPU)
 #   make test    setup, then the full offline test suite
 #   make bench   speed benchmarks (print figures; compare with peers)
+#   make serve   serve the packaged model (production, else the latest candidate) on 127.0.0.1
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,7 +22,7 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test lint bench llmlingua-venv lock clean
+.PHONY: setup run test lint bench llmlingua-venv lock clean serve
 
 setup: $(STAMP)
 
@@ -71,3 +72,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# Serve the production model of base.task (else the latest packaged candidate) on 127.0.0.1.
+serve: setup
+	$(PY) -m taco serve

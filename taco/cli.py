@@ -308,6 +308,23 @@ STAGES: tuple[Stage, ...] = (
         "<data_dir>/reports/gate.json with every check and one sentence per failed check. "
         "Exits 0 whether the gate passes or not; non-zero only on errors.",
     ),
+    Stage(
+        "package",
+        "taco.serving.packaging",
+        "register the gated model in the BentoML store and build its bento",
+        "Refuse unless <data_dir>/reports/gate.json says the gate passed (--force overrides, "
+        "logged). Register <data_dir>/models/taco/ as the BentoML model <package.name>-<task> "
+        "(labels task and stage=candidate; metadata: evaluation metrics, gate decision and "
+        "reasons, recommended_rate, data version from dvc.lock, git commit, resolved params), "
+        "build the bento from bentofile.yaml (no network) and write both tags to "
+        "<data_dir>/reports/package.json.",
+        (
+            (
+                ("--force",),
+                {"action": "store_true", "help": "package even if the gate did not pass (logged)"},
+            ),
+        ),
+    ),
 )
 
 
@@ -430,6 +447,122 @@ def _run_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------- models / promote / serve
+
+
+def _add_models(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "models",
+        help="list the packaged taco models (stage, task, key metrics, date)",
+        description=(
+            "List the taco models in the BentoML store ($BENTOML_HOME; `make` uses .bentoml/), "
+            "newest first: tag, stage (candidate, production, archived), task, creation date, "
+            "recommended rate, gate decision and the trained compressor's scores at that rate."
+        ),
+    )
+    p.add_argument("--task", default=None, help="only this task's models")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    def handler(args: argparse.Namespace) -> int:
+        from taco.serving.registry import format_table, list_models
+
+        records = list_models(args.task)
+        if args.json:
+            rows = [
+                {
+                    "tag": r.tag,
+                    "stage": r.stage,
+                    "task": r.task,
+                    "created": r.created.isoformat(),
+                    "recommended_rate": r.recommended_rate,
+                    "gate_passed": r.metadata.get("gate_passed"),
+                    "forced": r.metadata.get("forced", False),
+                    "key_metrics": r.key_metrics(),
+                }
+                for r in records
+            ]
+            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        else:
+            sys.stdout.write(format_table(records))
+        return 0
+
+    return handler
+
+
+def _add_promote(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "promote",
+        help="label a packaged model stage=production (the previous one becomes archived)",
+        description=(
+            "Label the BentoML model TAG (see `taco models`) stage=production; the production "
+            "model of its task until now becomes archived. `taco serve` and the gate's "
+            "`champion: production` then use it."
+        ),
+    )
+    p.add_argument("tag", metavar="TAG", help="model tag, e.g. taco-code:abc123")
+
+    def handler(args: argparse.Namespace) -> int:
+        from taco.serving.registry import promote
+
+        record, archived = promote(args.tag)
+        was = f" (archived: {', '.join(archived)})" if archived else ""
+        sys.stdout.write(f"{record.tag} is now the production model of task {record.task}{was}\n")
+        return 0
+
+    return handler
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "serve",
+        help="serve the production model (else the latest candidate) on 127.0.0.1",
+        description=(
+            "Serve a packaged model with `bentoml serve`: serve.model when set, else the "
+            "production model of base.task, else its latest packaged candidate (saying so). "
+            "Prints the URL, the OpenAPI page and a curl example. With nothing packaged, says "
+            "to run `make run` first."
+        ),
+    )
+    _params_arg(p)
+    p.add_argument("--host", default=None, help="bind address (default: serve.host)")
+    p.add_argument("--port", type=int, default=None, help="port (default: serve.port)")
+    return _run_serve
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from taco.config import load_params
+    from taco.serving.registry import bento_for, serving_choice
+
+    params = load_params(args.params)
+    host, port = args.host or params.serve.host, args.port or params.serve.port
+    record, why = serving_choice(params)
+    bento = bento_for(record.tag)
+    cmd = [sys.executable, "-m", "bentoml", "serve", "--host", host, "--port", str(port)]
+    env = dict(os.environ)
+    if bento is not None:
+        cmd.insert(4, bento)
+    else:  # packaged without a bento (package.build: false): the service from source
+        cmd[4:4] = ["taco.serving.service:TacoCompressor", "--arg", f"model={record.tag}"]
+        env["TACO_PARAMS"] = os.path.abspath(args.params)
+    url = f"http://{host}:{port}"
+    auth = params.serve.api_key_env
+    header = f' -H "Authorization: Bearer ${auth}"' if auth else ""
+    body = '{"prompt": "Your long prompt here ...", "rate": 0.5}'
+    sys.stdout.write(
+        f"serving {record.tag} (stage {record.stage}, task {record.task}): {why}\n"
+        f"  {'bento ' + bento if bento else 'from source (no bento was built for it)'}\n"
+        f"  URL:     {url}\n"
+        f"  OpenAPI: {url}/docs\n"
+        f"  try:     curl -s -X POST {url}/compress -H 'content-type: application/json'"
+        f"{header} -d '{body}'\n"
+    )
+    sys.stdout.flush()
+    return subprocess.call(cmd, env=env)
+
+
 # ---------------------------------------------------------------------------------- main
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
@@ -438,6 +571,9 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_data,
     _add_params,
     _add_report,
+    _add_models,
+    _add_promote,
+    _add_serve,
 ]
 
 

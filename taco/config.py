@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -625,47 +626,40 @@ EVAL_BASELINES = (
 CURVE_RATES = (0.2, 0.25, 0.75)
 
 
-def _help(default: Any, text: str, **kw: Any) -> Any:
-    """A dataclass field with ``default`` (or ``default_factory=``) and its help text."""
-    if "default_factory" in kw:
-        return dataclasses.field(metadata={"help": text}, **kw)
-    return dataclasses.field(default=default, metadata={"help": text})
-
-
 @dataclasses.dataclass(frozen=True)
 class EvaluateParams:
     """`taco evaluate`: trained vs every baseline at equal token budgets on the test split."""
 
-    max_rows: int | None = _help(
+    max_rows: int | None = key(
         48, "first N test rows with a teacher output (null = all); sized for a 5-minute run"
     )
-    rates: tuple[float, ...] = _help(
-        None,
+    rates: tuple[float, ...] = key(
+        dataclasses.MISSING,
         "fractions of the context's LLM tokens kept, each in (0, 1]",
-        default_factory=lambda: (0.33, 0.5),
+        factory=lambda: (0.33, 0.5),
     )
-    curve: bool = _help(False, "add the rates 0.2, 0.25 and 0.75 (a fuller rate-quality curve)")
-    baselines: tuple[str, ...] = _help(
-        None,
+    curve: bool = key(False, "add the rates 0.2, 0.25 and 0.75 (a fuller rate-quality curve)")
+    baselines: tuple[str, ...] = key(
+        dataclasses.MISSING,
         "compressors compared with trained: " + ", ".join(EVAL_BASELINES),
-        default_factory=lambda: EVAL_BASELINES,
+        factory=lambda: EVAL_BASELINES,
     )
-    selective_context_model: str | None = _help(
+    selective_context_model: str | None = key(
         None,
         "causal LM whose self-information ranks words for selective_context (null = the "
         "target LLM when it is local, else the embedded SmolLM2)",
     )
-    llmlingua_python: str | None = _help(
+    llmlingua_python: str | None = key(
         None,
         "python of the llmlingua 0.2.2 side venv (`make llmlingua-venv`: "
         ".venv-llmlingua/bin/python); null = the llmlingua baseline is skipped",
     )
-    bootstrap_samples: int = _help(2000, "paired bootstrap resamples per confidence interval")
-    confidence: float = _help(0.95, "confidence level of the intervals")
-    max_unscorable_fraction: float = _help(
+    bootstrap_samples: int = key(2000, "paired bootstrap resamples per confidence interval")
+    confidence: float = key(0.95, "confidence level of the intervals")
+    max_unscorable_fraction: float = key(
         0.1, "fail when more test rows than this lost an LLM answer (they are never scored 0)"
     )
-    examples: int = _help(3, "example compressions shown side by side in the reports")
+    examples: int = key(3, "example compressions shown side by side in the reports")
 
     def all_rates(self) -> tuple[float, ...]:
         """``rates`` plus the curve's rates when ``curve`` is on, sorted, without repeats."""
@@ -696,37 +690,37 @@ class GateParams:
 
     A "no" is a normal outcome (exit 0): the decision and its reasons go to gate.json."""
 
-    metric: str | None = _help(
+    metric: str | None = key(
         None,
         "the gated score, a metric of metrics.json (e.g. bleu, f1, teacher_bleu); null = the "
         "task's own metric against the gold references",
     )
-    rates: tuple[float, ...] | None = _help(None, "rates gated (null = evaluate.rates)")
-    min_score: float = _help(0.0, "minimum score of trained at every gated rate")
-    min_gain_vs_start: float = _help(
+    rates: tuple[float, ...] | None = key(None, "rates gated (null = evaluate.rates)")
+    min_score: float = key(0.0, "minimum score of trained at every gated rate")
+    min_gain_vs_start: float = key(
         0.0, "minimum relative gain of trained over start (0.0 = not worse on average)"
     )
-    min_gain_vs_best: float = _help(
+    min_gain_vs_best: float = key(
         0.0, "minimum relative gain of trained over the best other compressor (baselines)"
     )
-    require_ci: bool = _help(
+    require_ci: bool = key(
         False, "the gains also need their confidence interval's lower bound above zero"
     )
-    max_rate_deviation: float = _help(
+    max_rate_deviation: float = key(
         0.05, "maximum |achieved - requested| rate of trained (fraction of LLM tokens)"
     )
-    max_latency_ms_per_1k_tokens: float = _help(
+    max_latency_ms_per_1k_tokens: float = key(
         1000.0, "maximum compression latency of trained, ms per 1,000 context tokens"
     )
-    max_quality_loss: float = _help(
+    max_quality_loss: float = key(
         0.05,
         "operating point: the recommended rate is the smallest rate whose score stays within "
         "this share of the uncompressed prompt's, the CI's lower bound included",
     )
-    min_gain_vs_champion: float = _help(
+    min_gain_vs_champion: float = key(
         0.0, "minimum relative gain of trained over the champion on the same rows"
     )
-    champion: str | None = _help(
+    champion: str | None = key(
         None,
         "the model to beat: null (none), a compressor folder, or production (the "
         "production-labelled model of base.task in the BentoML store)",
@@ -749,6 +743,135 @@ class GateParams:
         check_range("gate.max_quality_loss", self.max_quality_loss, 0.0, 1.0)
 
 
+# --- package / serve (issue 17: BentoML packaging and the compression service) ----------
+
+#: BentoML's rule for model and bento names (lower case; letters, digits, "-", "_", ".").
+BENTO_NAME = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageParams:
+    """`taco package`: register the gated model in the BentoML store and build its bento."""
+
+    name: str = key("taco", "BentoML model and bento name prefix: models are <name>-<task>")
+    build: bool = key(True, "build the bento from bentofile.yaml after registering the model")
+
+    def validate(self) -> None:
+        if not BENTO_NAME.match(self.name):
+            raise ConfigError(
+                f"package.name: {self.name!r} is not a BentoML name (lower-case letters, "
+                "digits, '-', '_' and '.', starting and ending with a letter or digit)"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class UpstreamParams:
+    """The OpenAI-compatible endpoint behind the compressing proxy (vLLM, Ollama, OpenAI, Azure)."""
+
+    base_url: str = key(
+        "http://127.0.0.1:8000/v1",
+        "the endpoint's base URL; the proxy posts to <base_url>/chat/completions",
+    )
+    api_key_env: str | None = key(
+        "OPENAI_API_KEY",
+        "NAME of the env var holding the upstream key (never the key); unset or null: the "
+        "client's own Authorization/api-key header is forwarded",
+    )
+    api_key_header: typing.Literal["authorization", "api-key"] = key(
+        "authorization", "authorization (Bearer, OpenAI/vLLM/Ollama) | api-key (Azure)"
+    )
+    timeout_s: float = key(120.0, "seconds to wait for the upstream (connect and each read)")
+
+    def validate(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"serve.upstream.base_url: {self.base_url!r} must start with http(s)://"
+            )
+        check_range("serve.upstream.timeout_s", self.timeout_s, 0.0, 3600.0, low_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyParams:
+    """Which chat messages the proxy compresses (a request's `taco` field overrides each key)."""
+
+    roles: tuple[str, ...] = key(("user",), "roles whose message text is compressed")
+    min_tokens: int = key(256, "messages shorter than this (encoder tokens) pass unchanged")
+    rate: float | None = key(None, "fraction of tokens kept; null = the service's default rate")
+    keep_question: bool = key(
+        True,
+        "the last user message's last paragraph is its question: read by the encoder, "
+        "kept verbatim",
+    )
+
+    def validate(self) -> None:
+        allowed = {"system", "developer", "user", "assistant", "tool"}
+        unknown = sorted(set(self.roles) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"serve.proxy.roles: unknown role(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(allowed))}"
+            )
+        check_range("serve.proxy.min_tokens", self.min_tokens, 0, 10**9)
+        if self.rate is not None:
+            check_range("serve.proxy.rate", self.rate, 0.0, 1.0, low_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeParams:
+    """The BentoML service (`make serve`, taco/serving/service.py): model, limits, proxy."""
+
+    host: str = key("127.0.0.1", "address `taco serve` binds (0.0.0.0 exposes it to the network)")
+    port: int = key(3000, "port `taco serve` listens on")
+    model: str | None = key(
+        None,
+        "BentoML model tag to serve; null = the production model of base.task, else the "
+        "latest packaged candidate",
+    )
+    default_rate: float | None = key(
+        None,
+        "rate when a request gives none; null = the model's recommended_rate, else 0.5",
+    )
+    device: str = key("auto", "cpu, cuda, cuda:N or auto")
+    dtype: typing.Literal["float32", "bfloat16", "auto"] = key(
+        "float32", "encoder precision (auto: bf16 where the hardware has it natively)"
+    )
+    workers: int = key(1, "server processes (each loads the model)")
+    timeout_s: float = key(
+        300.0, "seconds a request may take, a proxied LLM answer included (BentoML's timeout)"
+    )
+    max_request_bytes: int = key(1_048_576, "larger request bodies get 413")
+    max_prompt_chars: int = key(200_000, "longer prompts/contexts/questions get 422")
+    max_batch_items: int = key(64, "most requests in one /compress list")
+    batch_max_size: int = key(32, "adaptive batching: most requests merged into one call")
+    batch_max_latency_ms: int = key(
+        60_000, "adaptive batching: BentoML's bound on queueing + encoding (503 beyond it)"
+    )
+    api_key_env: str | None = key(
+        None,
+        "NAME of the env var holding the service's API key (Authorization: Bearer or x-api-key);"
+        " null = no key",
+    )
+    upstream: UpstreamParams = dataclasses.field(
+        default_factory=UpstreamParams, metadata={"help": "the LLM endpoint behind the proxy"}
+    )
+    proxy: ProxyParams = dataclasses.field(
+        default_factory=ProxyParams,
+        metadata={"help": "what POST /v1/chat/completions compresses by default"},
+    )
+
+    def validate(self) -> None:
+        check_range("serve.port", self.port, 1, 65535)
+        if self.default_rate is not None:
+            check_range("serve.default_rate", self.default_rate, 0.0, 1.0, low_open=True)
+        check_range("serve.workers", self.workers, 1, 256)
+        check_range("serve.timeout_s", self.timeout_s, 0.0, 86400.0, low_open=True)
+        check_range("serve.max_request_bytes", self.max_request_bytes, 1024, 2**31)
+        check_range("serve.max_prompt_chars", self.max_prompt_chars, 1, 2**31)
+        check_range("serve.max_batch_items", self.max_batch_items, 1, 100_000)
+        check_range("serve.batch_max_size", self.batch_max_size, 2, 100_000)
+        check_range("serve.batch_max_latency_ms", self.batch_max_latency_ms, 1, 10**7)
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
     """All sections of params.yaml, one typed field per section (absent sections: defaults).
@@ -769,6 +892,8 @@ class Params:
     train: TrainParams = dataclasses.field(default_factory=TrainParams)
     evaluate: EvaluateParams = dataclasses.field(default_factory=EvaluateParams)
     gate: GateParams = dataclasses.field(default_factory=GateParams)
+    package: PackageParams = dataclasses.field(default_factory=PackageParams)
+    serve: ServeParams = dataclasses.field(default_factory=ServeParams)
 
 
 def sections() -> dict[str, type]:

@@ -45,6 +45,8 @@ REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 RATE_PLOT = "rate_quality.png"
 TRAIN_PLOT = "train_curve.png"
+PARAMS_FILE = "params.yaml"  # the project's (and a bento's) params file
+BENTOFILE = "bentofile.yaml"  # the one BentoML build spec, at the repository root
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,18 +77,25 @@ def push(params: Params, root: Path, *, force: bool = False) -> str:
     return url
 
 
-def raw_out(params: Params, root: Path, rev: str) -> dict[str, Any]:
-    """The dvc.lock entry of the raw snapshot at git ``rev`` (or a bare DVC hash)."""
+def raw_out(params: Params, root: Path, rev: str | None) -> dict[str, Any]:
+    """The dvc.lock entry of the raw snapshot at git ``rev`` (or a bare DVC hash; None = the
+    working tree's dvc.lock)."""
     target = Layout.of(params, root).raw_relpath
-    if _HASH.match(rev):
+    if rev is not None and _HASH.match(rev):
         md5 = rev if rev.endswith(".dir") else f"{rev}.dir"
         return {"md5": md5, "hash": "md5", "path": target}
-    text = _run(["git", "show", f"{rev}:dvc.lock"], root, f"reading dvc.lock at {rev}")
+    if rev is None:
+        lock = root / "dvc.lock"
+        if not lock.is_file():
+            raise VersioningError(f"{lock} not found: run the pipeline (dvc repro) first")
+        text = lock.read_text(encoding="utf-8")
+    else:
+        text = _run(["git", "show", f"{rev}:dvc.lock"], root, f"reading dvc.lock at {rev}")
     stages = (yaml.safe_load(text) or {}).get("stages", {})
     for out in stages.get("ingest", {}).get("outs", []):
         if out.get("path") == target:
             return dict(out)
-    raise VersioningError(f"dvc.lock at {rev} has no ingest output {target}")
+    raise VersioningError(f"dvc.lock at {rev or 'the working tree'} has no ingest output {target}")
 
 
 def restore(params: Params, root: Path, rev: str = "HEAD", out: Path | None = None) -> Path:

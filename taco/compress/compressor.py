@@ -113,6 +113,33 @@ class CompressionResult:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class CompressionRequest:
+    """One text to compress with its own options (``Compressor.compress_batch``); the
+    fields mean what ``Compressor.compress``'s arguments mean (``unit`` None: the model's)."""
+
+    text: str
+    rate: float | None = None
+    target_tokens: int | None = None
+    force_tokens: tuple[str, ...] = ("\n",)
+    keep_digits: bool = False
+    question: str = ""
+    unit: str | None = None
+    keep_newlines: bool | None = None
+
+    def check(self) -> None:
+        """Raise ValueError/TypeError naming the field and its allowed values when invalid."""
+        if not isinstance(self.text, str):
+            raise ArgumentTypeError(f"text must be a str, got {type(self.text).__name__}")
+        if not isinstance(self.question, str):
+            raise ArgumentTypeError(f"question must be a str, got {type(self.question).__name__}")
+        check_budget_args(self.rate, self.target_tokens)
+        _check_force_tokens(self.force_tokens)
+        if self.unit is not None:
+            check_unit(self.unit)
+        _keep_newlines(self.keep_newlines, ())
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Document:
     """A text prepared for the encoder: its alignment, token chunks and question ids."""
@@ -321,19 +348,38 @@ class Compressor:
         """Compress several texts; their chunks share encoder batches. Each text gets its
         own budget (``rate`` of its tokens, or ``target_tokens``); options as ``compress``."""
         check_budget_args(rate, target_tokens)
-        unit = check_unit(unit or self.unit)
-        force = _check_force_tokens(force_tokens)
-        newlines = _keep_newlines(keep_newlines, force)
         texts = _check_texts(texts, "texts")
         qs = _check_texts(questions, "questions") if questions is not None else [""] * len(texts)
         if len(qs) != len(texts):
             raise ArgumentError(f"questions has {len(qs)} items but texts has {len(texts)}")
-        docs = [self.prepare(t, q) for t, q in zip(texts, qs, strict=True)]
+        force = _check_force_tokens(force_tokens)
+        return self.compress_batch(
+            [
+                CompressionRequest(
+                    t, rate, target_tokens, force, keep_digits, q, unit, keep_newlines
+                )
+                for t, q in zip(texts, qs, strict=True)
+            ]
+        )
+
+    def compress_batch(self, requests: Sequence[CompressionRequest]) -> list[CompressionResult]:
+        """Compress several requests, each with its own options; all chunks share encoder
+        batches, and each result equals ``compress`` of that request alone. Raises
+        ArgumentError/ArgumentTypeError (ValueError/TypeError; naming the field) when any
+        request is invalid."""
+        for r in requests:
+            r.check()
+        docs = [self.prepare(r.text, r.question) for r in requests]
         probs = self._encode(docs)
-        return [
-            self._select(doc, p, rate, target_tokens, force, keep_digits, unit, newlines)
-            for doc, p in zip(docs, probs, strict=True)
-        ]
+        results = []
+        for r, doc, p in zip(requests, docs, probs, strict=True):
+            force = _check_force_tokens(r.force_tokens)
+            newlines = _keep_newlines(r.keep_newlines, force)
+            unit = check_unit(r.unit or self.unit)
+            results.append(
+                self._select(doc, p, r.rate, r.target_tokens, force, r.keep_digits, unit, newlines)
+            )
+        return results
 
     def compress_prompt(
         self,
@@ -630,4 +676,10 @@ def _keep_newlines(keep_newlines: bool | None, force: tuple[str, ...]) -> bool:
 
 
 # The public face of inference: the pieces below live in taco.compress.selection/encoder/device.
-__all__ = ["CompressionResult", "Compressor", "Document", "ranking_scores"]
+__all__ = [
+    "CompressionRequest",
+    "CompressionResult",
+    "Compressor",
+    "Document",
+    "ranking_scores",
+]

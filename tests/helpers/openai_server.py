@@ -12,6 +12,12 @@ Faults: ``ok``, ``timeout`` (sleeps ``timeout_sleep_s`` before answering), ``429
 ``401``. 5xx and 401 bodies echo the request's key header (as real servers sometimes do),
 so tests can check that the client redacts the key. The answer is ``responder(prompt)``
 (default: ``"echo: <last 6 words>"``).
+
+A request with ``"stream": true`` is answered as OpenAI streams: ``text/event-stream`` over
+chunked transfer encoding, one ``data: {chat.completion.chunk}`` event per word of the
+answer, then ``data: [DONE]``. With ``stream_gate`` (a ``threading.Event``) the server sends
+the first event, then waits for the gate before the rest, so a test can see that the first
+event reached it while ``events_sent`` (events written so far, all streams) was still 1.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class FakeOpenAIServer:
         retry_after: str = "0.05",
         timeout_sleep_s: float = 1.0,
         responder: Callable[[str], str] = echo_responder,
+        stream_gate: threading.Event | None = None,
     ) -> None:
         self.script = list(faults)
         self.fail_rate = fail_rate
@@ -54,6 +61,8 @@ class FakeOpenAIServer:
         self.retry_after = retry_after
         self.timeout_sleep_s = timeout_sleep_s
         self.responder = responder
+        self.stream_gate = stream_gate
+        self.events_sent = 0
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []  # {"body", "headers" (lower-case names), "fault"}
         self.in_flight = 0
@@ -84,6 +93,7 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # TCP_NODELAY, as production servers set it
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass
@@ -107,6 +117,41 @@ class FakeOpenAIServer:
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(body)
+
+            def _event(self, data: str) -> None:
+                """One SSE event as one HTTP chunk, flushed."""
+                payload = f"data: {data}\n\n".encode()
+                self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+                self.wfile.flush()
+                with owner.lock:
+                    owner.events_sent += 1
+
+            def _stream(self, answer: str, model: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    for i, word in enumerate(answer.split(" ")):
+                        chunk = {
+                            "id": "chatcmpl-test",
+                            "object": "chat.completion.chunk",
+                            "created": int(time.time()),
+                            "model": model,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "delta": {"content": word if i == 0 else " " + word},
+                                    "finish_reason": None,
+                                }
+                            ],
+                        }
+                        self._event(json.dumps(chunk))
+                        if i == 0 and owner.stream_gate is not None:
+                            owner.stream_gate.wait(timeout=30)
+                    self._event("[DONE]")
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
 
             def do_POST(self) -> None:
                 with owner.lock:
@@ -159,6 +204,10 @@ class FakeOpenAIServer:
                     self._send(200, b'{"choices": [{"message": {"content": "trunc')
                     return
                 prompt = body["messages"][-1]["content"]
+                if body.get("stream"):
+                    self._leave()
+                    self._stream(owner.responder(prompt), body.get("model", ""))
+                    return
                 answer = {
                     "id": "chatcmpl-test",
                     "object": "chat.completion",
