@@ -4,7 +4,8 @@
 fresh head); ``compress`` keeps the words with the highest keep-probability until a global
 token budget is met. Encoder work is minimised: each text is tokenized once, cut into full
 chunks at sentence/line boundaries, and chunks of all texts run length-bucketed (no padding
-to 512) under ``torch.inference_mode``, optionally in bf16.
+to 512) under ``torch.inference_mode``, in float32, bf16 or int8 (``dtype="auto"``: the
+fastest of them on this machine whose decisions agree with float32, see taco.device).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from taco.device import bf16_supported, resolve_device, resolve_dtype
+from taco.device import TORCH_DTYPES, bf16_supported, place_model, resolve_device, resolve_precision
 from taco.encoder import (
     collate,
     embedded_encoder_path,
@@ -55,7 +56,7 @@ from taco.text import (
 
 log = logging.getLogger(__name__)
 
-DType = Literal["float32", "bfloat16", "auto"]
+DType = Literal["float32", "bfloat16", "int8", "auto"]
 UNIT_KEY = "taco_unit"  # config.json key: the selection unit the compressor was trained for
 PRIOR_KEY = "taco_position_prior"  # config.json key: its position prior β (0 = none)
 MAX_QUESTION_SHARE = 0.5  # a question may take at most half of an encoder window
@@ -65,7 +66,8 @@ MAX_QUESTION_SHARE = 0.5  # a question may take at most half of an encoder windo
 class CompressionResult:
     """What ``compress`` returns. ``rate`` = compressed/original tokens (fraction kept),
     ``ratio`` = original/compressed; ``kept_spans`` are the kept words' ``(start, end)``
-    character offsets in the original text."""
+    character offsets in the original text; ``metadata`` says how it was computed (the
+    encoder's ``precision`` and ``device``)."""
 
     compressed_prompt: str
     origin_tokens: int
@@ -74,6 +76,7 @@ class CompressionResult:
     ratio: float
     kept_spans: tuple[tuple[int, int], ...]
     compressed_prompt_list: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
     def build(
@@ -83,10 +86,13 @@ class CompressionResult:
         compressed: int,
         spans: tuple[tuple[int, int], ...] = (),
         prompt_list: tuple[str, ...] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> CompressionResult:
         rate = compressed / origin if origin else 1.0
         ratio = origin / compressed if compressed else (1.0 if origin == 0 else math.inf)
-        return cls(prompt, origin, compressed, rate, ratio, spans, prompt_list or (prompt,))
+        return cls(
+            prompt, origin, compressed, rate, ratio, spans, prompt_list or (prompt,), metadata or {}
+        )
 
     def to_llmlingua_dict(self) -> dict[str, Any]:
         """LLMLingua's ``compress_prompt`` result: same keys, same string formats."""
@@ -107,6 +113,7 @@ class CompressionResult:
         out = dataclasses.asdict(self)
         out["kept_spans"] = [list(s) for s in self.kept_spans]
         out["compressed_prompt_list"] = list(self.compressed_prompt_list)
+        out["metadata"] = dict(self.metadata)
         out["ratio"] = None if math.isinf(self.ratio) else self.ratio
         return out
 
@@ -185,8 +192,13 @@ class Compressor:
         position_prior: float | None = None,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model = model.to(self.device, dtype=self.dtype).eval()
+        asked, why = resolve_precision(dtype, self.device)
+        self.model, self.precision = place_model(model, asked, self.device, name or "encoder")
+        self.dtype = TORCH_DTYPES[self.precision]
+        if self.precision != asked:
+            why = f"{why}; {asked} unavailable"
+        self.metadata = {"precision": self.precision, "why": why, "device": self.device.type}
+        log.debug("compressor %s: %s on %s (%s)", name, self.precision, self.device, why)
         self.tokenizer = tokenizer
         self.name = name
         self.token_counter = token_counter
@@ -225,7 +237,10 @@ class Compressor:
         all-MiniLM-L6-v2 encoder with a fresh, *untrained* keep/drop head. ``unit`` (what
         the budget keeps whole: word, sentence or line) defaults to the one the model was
         trained with (``taco_unit`` in its config.json), else ``word``; ``position_prior``
-        (β of ``with_position_prior``) likewise (``taco_position_prior``), else 0."""
+        (β of ``with_position_prior``) likewise (``taco_position_prior``), else 0.
+        ``dtype``: float32 (training needs it), bfloat16, int8 (dynamic quantization of the
+        linear layers, CPU only, inference only) or auto (per machine: ``resolve_precision``);
+        a precision this machine cannot run falls back to float32 with a warning."""
         model, tokenizer, name = load_encoder(name_or_path)
         return cls(
             model,
@@ -242,7 +257,10 @@ class Compressor:
     def save_pretrained(self, path: str | os.PathLike[str]) -> None:
         """Save as a plain Hugging Face token-classification folder (weights + tokenizer);
         the selection unit and position prior are recorded as ``taco_unit`` and
-        ``taco_position_prior`` in its config.json."""
+        ``taco_position_prior`` in its config.json. An int8 compressor cannot be saved (its
+        weights are packed for one kernel library): save the float32 one it was loaded from."""
+        if self.precision == "int8":
+            raise ValueError("an int8 compressor cannot be saved: load it with dtype='float32'")
         setattr(self.model.config, UNIT_KEY, self.unit)
         setattr(self.model.config, PRIOR_KEY, self.position_prior)
         self.model.save_pretrained(path)
@@ -464,7 +482,7 @@ class Compressor:
         LLMLingua's ``compressed_prompt_list`` for a list context."""
         al = doc.al
         if al.n_words == 0:
-            return CompressionResult.build("", 0, 0)
+            return CompressionResult.build("", 0, 0, metadata=self.metadata)
         keep_newlines = "\n" in force
         origin, costs = self.budget_costs(doc)
         budget = token_budget(origin, rate, target_tokens)
@@ -486,7 +504,7 @@ class Compressor:
             )
             text = "\n\n".join(parts)
             count = self.count_tokens(text)
-        return CompressionResult.build(text, origin, count, spans, parts)
+        return CompressionResult.build(text, origin, count, spans, parts, self.metadata)
 
 
 _LLMLINGUA_IGNORED = frozenset(

@@ -300,7 +300,7 @@ class LLMParams:
 
     backend: typing.Literal["local", "openai"] = "local"
     model: str | None = None  # local: folder, hub id or .gguf (null = embedded SmolLM2-135M)
-    dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: typing.Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
     device: str = "auto"
     batch_size: int = 8
     max_new_tokens: int = 32
