@@ -217,7 +217,7 @@ def main() -> None:
     folder = tmp / "taco-minilm-bert-base-multilingual-cased"  # the name llmlingua needs
     Compressor.from_pretrained(args.model, device="cpu").save_pretrained(folder)
     ours = {p: Compressor.from_pretrained(folder, device="cpu", dtype=p) for p in paths}
-    auto = Compressor.from_pretrained(folder, device="cpu", dtype="auto").precision
+    auto = Compressor.from_pretrained(folder, device="cpu", dtype="auto").metadata
     peer = None
     if args.vs_llmlingua:
         if not (SIDE_VENV / "bin" / "python").exists():
@@ -226,7 +226,7 @@ def main() -> None:
 
     checkpoint = args.model or "embedded MiniLM-L6 + seeded (untrained) head"
     print(f"# taco compress speed: rate {args.rate}, checkpoint {checkpoint}")
-    print("\n".join(describe(f"auto={auto} here; timed: {', '.join(paths)}")))
+    print("\n".join(describe(f"auto here: {auto['precision']} ({auto['why']})")))
     print()
     print(
         "| words | tokens | impl | total s | words/s | fwd s | total/fwd | chunks | positions "

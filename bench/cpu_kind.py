@@ -17,7 +17,8 @@ import sys
 
 import torch
 
-from taco.device import cpu_flags, cpu_precision
+from taco.device import cpu_candidates, cpu_flags
+from taco.llm_local import cpu_precision as llm_cpu_precision
 
 SLOW_KIND_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",
@@ -27,6 +28,7 @@ SLOW_KIND_ENV = {
 }
 SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 CAPPED_AWAY = ("avx512", "amx", "avx_vnni")  # flag prefixes the AVX2 cap hides
+CPU_FLAGS = cpu_flags()  # read once, before any patching
 
 
 def slow_kind() -> bool:
@@ -35,15 +37,22 @@ def slow_kind() -> bool:
 
 
 def reexec_as_slow_kind() -> None:
-    """Re-run this script with ``SLOW_KIND_ENV`` (the caps must be set before torch loads)."""
+    """Re-run this script with ``SLOW_KIND_ENV`` (the caps must be set before torch loads);
+    in the re-run, taco's ``auto`` rules see only the flags the caps leave (``effective_flags``),
+    as they would on a CPU of the slow kind."""
     if not slow_kind():
         env = {**os.environ, **SLOW_KIND_ENV}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    import taco.device
+    import taco.llm_local
+
+    for module in (taco.device, taco.llm_local):
+        module.cpu_flags = lambda cpuinfo=None: effective_flags()  # type: ignore[assignment]
 
 
 def effective_flags() -> frozenset[str]:
     """The CPU flags the kernels may use: all of them, or the AVX2 subset in the slow kind."""
-    flags = cpu_flags()
+    flags = CPU_FLAGS
     if slow_kind():
         flags = frozenset(f for f in flags if not f.startswith(CAPPED_AWAY))
     return flags
@@ -66,10 +75,12 @@ def cpu_info_lines() -> list[str]:
 
 
 def describe(path_chosen: str = "") -> list[str]:
-    """Comment lines (``# ...``) saying where the bench runs and which path ``auto`` picks."""
-    flags = cpu_flags()
+    """Comment lines (``# ...``) saying where the bench runs and which paths ``auto`` tries
+    (in the slow kind: as on a CPU with only the AVX2 subset of these flags)."""
+    flags = CPU_FLAGS
     shown = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in SHOWN_FLAGS)
-    auto, why = cpu_precision(effective_flags())
+    candidates, why = cpu_candidates(effective_flags())
+    llm_auto, llm_why = llm_cpu_precision(effective_flags())
     kind = (
         "SLOW KIND REPRODUCED: kernels capped at AVX2 ("
         + " ".join(f"{k}={v}" for k, v in SLOW_KIND_ENV.items())
@@ -82,7 +93,9 @@ def describe(path_chosen: str = "") -> list[str]:
         f"# torch {torch.__version__}: {torch.get_num_threads()} threads, kernels "
         f"{torch.backends.cpu.get_cpu_capability()}, quantized engine "
         f"{torch.backends.quantized.engine}; {kind}",
-        f"# auto picks: {auto} ({why}){'; path timed: ' + path_chosen if path_chosen else ''}",
+        f"# auto: compressor tries {' > '.join(candidates)} ({why}; the first whose decisions "
+        f"agree with float32 on >= 99% of calibration words), LLM {llm_auto} ({llm_why})",
+        *([f"# {path_chosen}"] if path_chosen else []),
         f"# load average (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
         "(a shared machine: figures are medians of interleaved repeats)",
     ]

@@ -10,17 +10,29 @@ fastest of them on this machine whose decisions agree with float32, see taco.dev
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
+import importlib
+import inspect
 import logging
 import math
 import os
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from taco.device import TORCH_DTYPES, bf16_supported, place_model, resolve_device, resolve_precision
+from taco.device import (
+    TORCH_DTYPES,
+    Precision,
+    bf16_supported,
+    place_model,
+    precision_candidates,
+    resolve_device,
+)
 from taco.encoder import (
     collate,
     embedded_encoder_path,
@@ -60,6 +72,18 @@ DType = Literal["float32", "bfloat16", "int8", "auto"]
 UNIT_KEY = "taco_unit"  # config.json key: the selection unit the compressor was trained for
 PRIOR_KEY = "taco_position_prior"  # config.json key: its position prior β (0 = none)
 MAX_QUESTION_SHARE = 0.5  # a question may take at most half of an encoder window
+AGREEMENT = 0.99  # auto: least share of word decisions a fast path must share with float32
+CALIBRATION_MODULES = ("json", "csv", "heapq", "argparse")
+
+
+def calibration_texts() -> list[str]:
+    """Real prose and code that every Python carries (a few standard-library module
+    docstrings, one function's source; ~1,300 words): where ``dtype="auto"`` checks a fast
+    path's keep/drop decisions against float32's before using it."""
+    texts = [importlib.import_module(m).__doc__ or "" for m in CALIBRATION_MODULES]
+    with contextlib.suppress(OSError, TypeError):  # a Python without its sources
+        texts.append(inspect.getsource(textwrap.dedent))
+    return [t.strip() for t in texts if t.strip()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,13 +216,6 @@ class Compressor:
         position_prior: float | None = None,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
-        asked, why = resolve_precision(dtype, self.device)
-        self.model, self.precision = place_model(model, asked, self.device, name or "encoder")
-        self.dtype = TORCH_DTYPES[self.precision]
-        if self.precision != asked:
-            why = f"{why}; {asked} unavailable"
-        self.metadata = {"precision": self.precision, "why": why, "device": self.device.type}
-        log.debug("compressor %s: %s on %s (%s)", name, self.precision, self.device, why)
         self.tokenizer = tokenizer
         self.name = name
         self.token_counter = token_counter
@@ -218,6 +235,52 @@ class Compressor:
         self.unit = check_unit(unit or getattr(model.config, UNIT_KEY, "word"))
         prior = getattr(model.config, PRIOR_KEY, 0.0) if position_prior is None else position_prior
         self.position_prior = check_position_prior(prior)
+        self.metadata: dict[str, str] = {}  # how results are computed (set below)
+        candidates, why = precision_candidates(dtype, self.device)
+        if len(candidates) == 1:
+            self.model, self.precision = place_model(model, candidates[0], self.device, name)
+            if self.precision != candidates[0]:
+                why = f"{why}; {candidates[0]} unavailable"
+        else:
+            why = self._choose_precision(model, candidates, why)
+        self.dtype = TORCH_DTYPES[self.precision]
+        self.metadata = {"precision": self.precision, "why": why, "device": self.device.type}
+        log.debug("compressor %s: %s on %s (%s)", name, self.precision, self.device, why)
+
+    def _choose_precision(self, model: Any, candidates: Sequence[Precision], why: str) -> str:
+        """``auto``: the first of ``candidates`` (fastest first) whose keep/drop decisions on
+        ``calibration_texts`` agree with float32's on at least ``AGREEMENT`` of the words,
+        else float32. Sets ``model``/``precision``; returns the reason, figures included."""
+        self.model, self.precision = place_model(model, "float32", self.device, self.name)
+        reference = self.model
+        texts = calibration_texts()
+        ref = self._keep_masks(texts)
+        words = sum(m.size for m in ref)
+        notes = []
+        for cand in candidates:
+            if cand == "float32":
+                break
+            placed, got = place_model(copy.deepcopy(reference), cand, self.device, self.name)
+            if got != cand:
+                notes.append(f"{cand} unavailable")
+                continue
+            self.model, self.precision = placed, cand
+            masks = self._keep_masks(texts)
+            same = sum(int((a == b).sum()) for a, b in zip(ref, masks, strict=True))
+            share = f"{same / max(words, 1):.1%} of {words} calibration words"
+            if same >= AGREEMENT * words:
+                return f"{why}; {cand} decisions = float32 on {share}"
+            notes.append(f"{cand} decisions = float32 on only {share}")
+        self.model, self.precision = reference, "float32"
+        return f"{why}; {'; '.join(notes)}: float32"
+
+    def _keep_masks(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per word of each text: kept at rate 0.5 with the compressor's defaults."""
+        results = self.compress_many(texts, rate=0.5)
+        return [
+            np.isin(self.prepare(t).al.word_start, [s for s, _ in r.kept_spans])
+            for t, r in zip(texts, results, strict=True)
+        ]
 
     # ------------------------------------------------------------------ loading / saving
 
@@ -239,8 +302,10 @@ class Compressor:
         trained with (``taco_unit`` in its config.json), else ``word``; ``position_prior``
         (β of ``with_position_prior``) likewise (``taco_position_prior``), else 0.
         ``dtype``: float32 (training needs it), bfloat16, int8 (dynamic quantization of the
-        linear layers, CPU only, inference only) or auto (per machine: ``resolve_precision``);
-        a precision this machine cannot run falls back to float32 with a warning."""
+        linear layers, CPU only, inference only) or auto: per machine, the fastest precision
+        (``precision_candidates``) whose decisions on ``calibration_texts`` agree with
+        float32's on ≥ 99% of the words (checked at load); a precision this machine cannot
+        run falls back to float32 with a warning."""
         model, tokenizer, name = load_encoder(name_or_path)
         return cls(
             model,

@@ -1,10 +1,14 @@
 """Where and in which precision models run: device and dtype resolution for every model.
 
-A CPU's ``auto`` precision follows from its feature flags (``cpu_precision``), measured on
-2-core AMD EPYCs (docs/results.md): with AMX, bf16 (≈2× fp32); without AMX, torch's dynamic
-int8 on the linear layers (fbgemm; needs AVX2), which beat fp32 by 1.6× (AVX2 only) to 1.9×
-(AVX512-VNNI) and beat avx512_bf16 without AMX; with neither, float32. Emulated bf16 (no
-avx512_bf16/amx_bf16) is 3-5× *slower* than fp32 and is never chosen.
+A CPU's ``auto`` precisions follow from its feature flags (``cpu_candidates``, a pure
+function), fastest first, as measured on 2-core AMD EPYCs (docs/results.md): with AMX, bf16;
+with AVX2, torch's dynamic int8 on the linear layers (fbgemm), which beats float32 (1.6× on
+MiniLM with AVX2 only, 1.9× with VNNI) and avx512_bf16 without AMX (1.6×); native bf16
+(avx512_bf16) next; float32 always last. Emulated bf16 (no avx512_bf16/amx_bf16) is 3-5×
+*slower* than float32 and is never tried. int8 moves enough scores to change a few percent of
+a trained compressor's keep/drop decisions, so the compressor uses a candidate only after
+checking its decisions against float32's (``Compressor``); the LLM's rule is its own
+(``taco.llm_local.cpu_precision``).
 """
 
 from __future__ import annotations
@@ -75,35 +79,39 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     return frozenset()
 
 
-def cpu_precision(flags: Collection[str]) -> tuple[Precision, str]:
-    """The ``auto`` precision of an encoder or the embedded LLM on a CPU with these flags,
-    and why (a pure function of the flags; rule and measurements in the module docstring)."""
+def cpu_candidates(flags: Collection[str]) -> tuple[tuple[Precision, ...], str]:
+    """The precisions worth trying on a CPU with these flags, fastest first (float32 last,
+    always), and why: a pure function of the flags; speeds in the module docstring."""
     if "amx_bf16" in flags:
-        return "bfloat16", "native bf16 (amx_bf16)"
-    if "avx2" in flags:
-        vnni = "avx512_vnni" in flags or "avx_vnni" in flags
-        why = "VNNI" if vnni else "AVX2, no VNNI"
-        return "int8", f"int8 kernels ({why}), no AMX"
+        return ("bfloat16", "float32"), "native bf16 (AMX)"
+    int8 = "avx2" in flags  # fbgemm's int8 kernels need AVX2 (VNNI makes them faster)
+    vnni = "avx512_vnni" in flags or "avx_vnni" in flags
+    kernels = f"int8 kernels ({'VNNI' if vnni else 'AVX2, no VNNI'})"
     if "avx512_bf16" in flags:
-        return "bfloat16", "native bf16 (avx512_bf16), no int8 kernels"
-    return "float32", "no native bf16, no int8 kernels"
+        if int8:
+            return ("int8", "bfloat16", "float32"), f"{kernels}, native bf16 (avx512_bf16)"
+        return ("bfloat16", "float32"), "native bf16 (avx512_bf16)"
+    if int8:
+        return ("int8", "float32"), f"{kernels}, no native bf16"
+    return ("float32",), "no native bf16, no int8 kernels"
 
 
-def resolve_precision(
+def precision_candidates(
     dtype: str, device: torch.device, flags: Collection[str] | None = None
-) -> tuple[Precision, str]:
-    """``dtype`` (float32 | bfloat16 | int8 | auto) as a precision for ``device``, and why.
-    ``auto``: bf16 on a CUDA GPU that has it, else float32; on a CPU, ``cpu_precision``."""
+) -> tuple[tuple[Precision, ...], str]:
+    """``dtype`` (float32 | bfloat16 | int8 | auto) as the precisions to try on ``device``,
+    fastest first, and why. ``auto``: bf16 then float32 on a CUDA GPU that has bf16, else
+    float32; on a CPU, ``cpu_candidates`` of its flags (``cpu_flags`` unless given)."""
     if dtype in ("float32", "bfloat16", "int8"):
-        return dtype, "asked"  # type: ignore[return-value]
+        return (dtype,), "asked"  # type: ignore[return-value]
     if dtype != "auto":
         raise ValueError(f"dtype must be one of float32, bfloat16, int8, auto; got {dtype!r}")
     if device.type == "cpu":
-        precision, why = cpu_precision(cpu_flags() if flags is None else flags)
-        return precision, f"auto: {why}"
+        candidates, why = cpu_candidates(cpu_flags() if flags is None else flags)
+        return candidates, f"auto: {why}"
     if bf16_supported(device):
-        return "bfloat16", f"auto: native bf16 on {device.type}"
-    return "float32", f"auto: no native bf16 on {device.type}"
+        return ("bfloat16", "float32"), f"auto: native bf16 on {device.type}"
+    return ("float32",), f"auto: no native bf16 on {device.type}"
 
 
 def int8_unavailable(device: torch.device) -> str | None:

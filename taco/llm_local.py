@@ -18,14 +18,13 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from taco.device import TORCH_DTYPES, bf16_supported, cpu_flags, place_model, resolve_device
-from taco.device import cpu_precision as encoder_cpu_precision
 from taco.device import resolve_dtype as _resolve_dtype
 from taco.llm import LLM, LLMError, Reduction
 from taco.llm_cache import cache_dir
@@ -34,6 +33,7 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CPU_INT8_AUTO = False  # int8 as the auto choice without native bf16 (docs/results.md)
 
 
 # ------------------------------------------------------------------------------ dtype
@@ -54,13 +54,19 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         ) from None
 
 
-def cpu_precision(flags: frozenset[str] | set[str]) -> tuple[str, str]:
-    """``llm.dtype: auto`` on a CPU with these flags, and why (a pure function of the flags)."""
-    return encoder_cpu_precision(flags)
+def cpu_precision(flags: Collection[str]) -> tuple[str, str]:
+    """``llm.dtype: auto`` on a CPU with these flags, and why (a pure function of the flags):
+    bf16 where it is native; elsewhere float32 (int8: see ``CPU_INT8_AUTO``)."""
+    for flag in ("amx_bf16", "avx512_bf16"):
+        if flag in flags:
+            return "bfloat16", f"native bf16 ({flag})"
+    if CPU_INT8_AUTO and "avx2" in flags:
+        return "int8", "no native bf16, int8 kernels (AVX2)"
+    return "float32", "no native bf16"
 
 
 def llm_precision(
-    dtype: str, device: torch.device, flags: frozenset[str] | None = None
+    dtype: str, device: torch.device, flags: Collection[str] | None = None
 ) -> tuple[str, str]:
     """``llm.dtype`` as a precision for ``device`` (float32 | bfloat16 | float16 | int8), and
     why: the module docstring's rule; ``cpu_precision`` on a CPU."""
