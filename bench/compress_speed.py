@@ -1,15 +1,23 @@
-"""Compression speed: taco.Compressor (fp32, bf16) vs its own bare encoder forward, and
-optionally vs llmlingua 0.2.2's PromptCompressor on the same checkpoint and text.
+"""Compression speed: taco.Compressor on every precision path (float32, bfloat16, int8) vs its
+own bare encoder forward, and optionally vs llmlingua 0.2.2's PromptCompressor on the same
+checkpoint and text, all interleaved in one run; plus keep/drop agreement with float32.
 
     .venv/bin/python bench/compress_speed.py [--vs-llmlingua] [--sizes 500,2000,10000,50000]
+        [--model FOLDER] [--paths float32,bfloat16,int8] [--agreement 40] [--slow-kind]
 
 Texts are real QMSum meeting transcripts (../shared/data/summarization/dev.jsonl) cut to
-N words. For each size it prints words/s, tokens/s, total seconds (median of interleaved
-repeats), the bare encoder forward time over taco's own chunks in the same process, and
-their ratio. ``--vs-llmlingua`` runs llmlingua in the side venv ``.venv-llmlingua`` (recipe:
-``make llmlingua-venv``, see ../shared/LLMLINGUA.md), interleaved with taco, and reports
-how many keep/drop word decisions agree. The checkpoint is the embedded MiniLM with taco's
-seeded (untrained) head, saved once in a folder llmlingua accepts.
+N words. For each size and path it prints total seconds (median of interleaved repeats),
+words/s, the bare encoder forward over taco's own chunks in the same process, their ratio,
+the share of word decisions equal to float32's, and the speed-up over llmlingua. The header
+says where it ran: CPU model and flags, torch threads and kernels, the path ``auto`` picks.
+``--vs-llmlingua`` runs llmlingua in the side venv ``.venv-llmlingua`` (``make
+llmlingua-venv``, ../shared/LLMLINGUA.md) over stdio, interleaved with taco. ``--agreement N``
+also compares decisions with float32 on N texts of each task (QA with its question, code,
+meeting transcripts cut to 2,000 words). ``--model`` times a trained compressor (decision
+agreement means little on an untrained head, whose scores nearly tie); default: the embedded
+MiniLM with taco's seeded head. ``--slow-kind`` re-runs the whole bench (llmlingua included)
+with torch's kernel libraries capped at AVX2 (bench/cpu_kind.py): a CPU without native bf16,
+AVX-512 or VNNI, reproduced on a faster one.
 """
 
 from __future__ import annotations
@@ -30,15 +38,17 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
-import torch
+from cpu_kind import describe, reexec_as_slow_kind
 
 from taco.compress.compressor import Compressor
 from taco.compress.encoder import length_buckets
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "summarization" / "dev.jsonl"
+SHARED = ROOT.parent / "shared" / "data"
+DATA = SHARED / "summarization" / "dev.jsonl"
 SIDE_VENV = ROOT / ".venv-llmlingua"
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+SHORT = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}
 
 
 def real_text(n_words: int) -> str:
@@ -49,6 +59,22 @@ def real_text(n_words: int) -> str:
             if len(words) >= n_words:
                 break
     return " ".join(words[:n_words])
+
+
+def task_texts(task: str, n: int, max_words: int = 2000) -> tuple[list[str], list[str]]:
+    """(contexts, questions): the first ``n`` distinct contexts of a task's dev.jsonl."""
+    contexts, questions, seen = [], [], set()
+    with (SHARED / task / "dev.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if row["context"] in seen:
+                continue
+            seen.add(row["context"])
+            contexts.append(" ".join(row["context"].split(" ")[:max_words]))
+            questions.append(row.get("question", "") if task == "qa" else "")
+            if len(contexts) == n:
+                break
+    return contexts, questions
 
 
 def bare_forward_seconds(comp: Compressor, text: str) -> tuple[float, int, int]:
@@ -63,11 +89,16 @@ def bare_forward_seconds(comp: Compressor, text: str) -> tuple[float, int, int]:
     return time.perf_counter() - t0, len(rows), positions
 
 
-def decisions(comp: Compressor, text: str, rate: float) -> tuple[list[str], np.ndarray]:
+def keep_mask(comp: Compressor, text: str, spans: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Per word of ``text`` (the compressor's segmentation): kept or not."""
     al = comp.prepare(text).al
+    kept = {s for s, _ in spans}
+    return np.array([s in kept for s in al.word_start.tolist()], dtype=bool)
+
+
+def decisions(comp: Compressor, text: str, rate: float) -> tuple[list[str], np.ndarray]:
     res = comp.compress(text, rate=rate)
-    kept = {s for s, _ in res.kept_spans}
-    return al.words(), np.array([s in kept for s in al.word_start.tolist()])
+    return comp.prepare(text).al.words(), keep_mask(comp, text, res.kept_spans)
 
 
 def fold(word: str) -> str:
@@ -135,6 +166,28 @@ class LLMLingua:
         self.proc.wait(timeout=30)
 
 
+def task_agreement(ours: dict[str, Compressor], n: int, rate: float) -> None:
+    """Decisions of every path vs float32 on ``n`` real texts of each task."""
+    paths = [p for p in ours if p != "float32"]
+    print(f"\n| task | texts | words | {' | '.join(f'{SHORT[p]} = fp32' for p in paths)} |")
+    print(f"|---|---:|---:|{'---:|' * len(paths)}")
+    for task in ("qa", "code", "summarization"):
+        texts, questions = task_texts(task, n)
+        ref = ours["float32"].compress_many(texts, rate=rate, questions=questions)
+        fp32 = ours["float32"]
+        masks = [keep_mask(fp32, t, r.kept_spans) for t, r in zip(texts, ref, strict=True)]
+        words = sum(m.size for m in masks)
+        cells = []
+        for p in paths:
+            res = ours[p].compress_many(texts, rate=rate, questions=questions)
+            same = sum(
+                int((keep_mask(ours[p], t, r.kept_spans) == m).sum())
+                for t, r, m in zip(texts, res, masks, strict=True)
+            )
+            cells.append(f"{same / words:.2%}")
+        print(f"| {task} | {len(texts)} | {words} | {' | '.join(cells)} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,38 +197,46 @@ def main() -> None:
     ap.add_argument(
         "--repeats", type=int, default=5, help="timed repeats (3 above 5k words, 2 above 20k)"
     )
+    ap.add_argument("--paths", default="float32,bfloat16,int8", help="precision paths to time")
+    ap.add_argument("--model", default=None, help="a compressor folder (default: embedded)")
+    ap.add_argument("--agreement", type=int, default=0, metavar="N", help="texts per task")
     ap.add_argument(
         "--vs-llmlingua", action="store_true", help="also time llmlingua 0.2.2 (side venv)"
     )
+    ap.add_argument(
+        "--slow-kind", action="store_true", help="cap torch's kernels at AVX2 (bench/cpu_kind.py)"
+    )
     args = ap.parse_args()
+    if args.slow_kind:
+        reexec_as_slow_kind()
     if not DATA.exists():
         sys.exit(f"benchmark data not found: {DATA}")
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    paths = ["float32", *[p for p in args.paths.split(",") if p and p != "float32"]]
 
     tmp = Path(tempfile.mkdtemp(prefix="taco-bench-"))
     folder = tmp / "taco-minilm-bert-base-multilingual-cased"  # the name llmlingua needs
-    Compressor.from_pretrained(device="cpu").save_pretrained(folder)
-    ours = {
-        "fp32": Compressor.from_pretrained(folder, device="cpu", dtype="float32"),
-        "bf16": Compressor.from_pretrained(folder, device="cpu", dtype="bfloat16"),
-    }
+    Compressor.from_pretrained(args.model, device="cpu").save_pretrained(folder)
+    ours = {p: Compressor.from_pretrained(folder, device="cpu", dtype=p) for p in paths}
+    auto = Compressor.from_pretrained(folder, device="cpu", dtype="auto").metadata
     peer = None
     if args.vs_llmlingua:
         if not (SIDE_VENV / "bin" / "python").exists():
             sys.exit("llmlingua side venv missing: run `make llmlingua-venv` first")
         peer = LLMLingua(folder)
 
-    print(f"# taco compress speed — torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"rate {args.rate}, checkpoint: embedded MiniLM-L6 + seeded head")  # fmt: skip
-    header = (
-        f"{'words':>6} {'tokens':>7} {'impl':<10} {'total s':>8} {'words/s':>9} {'tokens/s':>9} "
-        f"{'fwd s':>7} {'tot/fwd':>7} {'chunks':>6} {'positions':>9} {'agree':>16}"
+    checkpoint = args.model or "embedded MiniLM-L6 + seeded (untrained) head"
+    print(f"# taco compress speed: rate {args.rate}, checkpoint {checkpoint}")
+    print("\n".join(describe(f"auto here: {auto['precision']} ({auto['why']})")))
+    print()
+    print(
+        "| words | tokens | impl | total s | words/s | fwd s | total/fwd | chunks | positions "
+        "| decisions = fp32 | × llmlingua |"
     )
-    print(header)
-    print("-" * len(header))
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
         text = real_text(n)
-        n_tok = ours["fp32"].prepare(text).al.n_tokens
+        n_tok = ours["float32"].prepare(text).al.n_tokens
         reps = args.repeats if n <= 5000 else (3 if n <= 20000 else 2)
         times: dict[str, list[float]] = {k: [] for k in (*ours, "llmlingua")}
         fwd: dict[str, list[float]] = {k: [] for k in ours}
@@ -191,29 +252,27 @@ def main() -> None:
                 fwd[name].append(bare_forward_seconds(comp, text)[0])
             if peer:
                 times["llmlingua"].append(peer.call(text, args.rate)["seconds"])
-        words32, keep32 = decisions(ours["fp32"], text, args.rate)
-        _, keep16 = decisions(ours["bf16"], text, args.rate)
+        peer_s = statistics.median(times["llmlingua"]) if peer else None
+        words32, keep32 = decisions(ours["float32"], text, args.rate)
         for name, comp in ours.items():
             t, f = statistics.median(times[name]), statistics.median(fwd[name])
             _, chunks, positions = bare_forward_seconds(comp, text)
-            agree = "" if name == "fp32" else f"{np.mean(keep16 == keep32):.2%} vs fp32"
+            same = np.mean(decisions(comp, text, args.rate)[1] == keep32)
+            agree = "" if name == "float32" else f"{same:.2%}"
+            vs = f"{peer_s / t:.2f}×" if peer_s else ""
             print(
-                f"{n:>6} {n_tok:>7} {'taco ' + name:<10} {t:>8.3f} {n / t:>9.0f} {n_tok / t:>9.0f} "
-                f"{f:>7.3f} {t / f:>7.2f} {chunks:>6} {positions:>9} {agree:>16}"
+                f"| {n} | {n_tok} | taco {SHORT[name]} | {t:.3f} | {n / t:.0f} | {f:.3f} "
+                f"| {t / f:.2f} | {chunks} | {positions} | {agree} | {vs} |"
             )
-        if peer:
-            t = statistics.median(times["llmlingua"])
+        if peer and peer_s:
             lab = peer.call(text, args.rate, labels=True)
             share, matched = agreement(words32, keep32, lab["words"], lab["labels"])
-            speed32 = t / statistics.median(times["fp32"])
-            speed16 = t / statistics.median(times["bf16"])
             print(
-                f"{n:>6} {n_tok:>7} {'llmlingua':<10} {t:>8.3f} {n / t:>9.0f} {n_tok / t:>9.0f} "
-                f"{'':>7} {'':>7} {'':>6} {'':>9} {share:>8.2%} of {matched:<5}"
+                f"| {n} | {n_tok} | llmlingua 0.2.2 | {peer_s:.3f} | {n / peer_s:.0f} | | | | "
+                f"| {share:.2%} of {matched} | 1.00× |"
             )
-            print(
-                f"{'':>6} {'':>7} speed-up vs llmlingua: fp32 {speed32:.2f}x, bf16 {speed16:.2f}x"
-            )
+    if args.agreement:
+        task_agreement(ours, args.agreement, args.rate)
     if peer:
         peer.close()
     shutil.rmtree(tmp, ignore_errors=True)

@@ -363,8 +363,11 @@ class LLMParams:
         "local: folder, .gguf file or hub id (online only), null = embedded SmolLM2-135M; "
         "openai: the endpoint's model name",
     )
-    dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = key(
-        "auto", "local: auto = bf16 on CUDA and on CPUs with avx512_bf16/amx_bf16, else float32"
+    dtype: typing.Literal["auto", "float32", "bfloat16", "float16", "int8"] = key(
+        "auto",
+        "local: auto = bf16 on CUDA and on CPUs with avx512_bf16/amx_bf16, else float32; "
+        "int8 = dynamic int8 linear layers on CPU (faster without native bf16; greedy answers "
+        "drift from float32, docs/results.md)",
     )
     device: str = key("auto", "local: cpu | cuda | cuda:N | auto (cuda when available)")
     batch_size: int = key(8, "local: prompts per forward pass (left padding)")

@@ -4,16 +4,22 @@
 fresh head); ``compress`` keeps the words with the highest keep-probability until a global
 token budget is met. Encoder work is minimised: each text is tokenized once, cut into full
 chunks at sentence/line boundaries, and chunks of all texts run length-bucketed (no padding
-to 512) under ``torch.inference_mode``, optionally in bf16.
+to 512) under ``torch.inference_mode``, in float32, bf16 or int8 (``dtype="auto"``: the
+fastest of them on this machine whose decisions agree with float32, see taco.device).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
+import importlib
+import inspect
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+import textwrap
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -51,22 +57,41 @@ from taco.compress.text import (
     span_ids,
     special_layout,
 )
-from taco.device import resolve_device, resolve_dtype
+from taco.device import (
+    TORCH_DTYPES,
+    Precision,
+    place_model,
+    precision_candidates,
+    resolve_device,
+)
 from taco.errors import ArgumentError, ArgumentTypeError
 
 log = logging.getLogger(__name__)
 
-DType = Literal["float32", "bfloat16", "auto"]
+DType = Literal["float32", "bfloat16", "int8", "auto"]
 UNIT_KEY = "taco_unit"  # config.json key: the selection unit the compressor was trained for
 PRIOR_KEY = "taco_position_prior"  # config.json key: its position prior β (0 = none)
 MAX_QUESTION_SHARE = 0.5  # a question may take at most half of an encoder window
+AGREEMENT = 0.99  # auto: least share of word decisions a fast path must share with float32
+CALIBRATION_MODULES = ("json", "csv", "heapq", "argparse")
+
+
+def calibration_texts() -> list[str]:
+    """Real prose and code that every Python carries (a few standard-library module
+    docstrings, one function's source; ~1,300 words): where ``dtype="auto"`` checks a fast
+    path's keep/drop decisions against float32's before using it."""
+    texts = [importlib.import_module(m).__doc__ or "" for m in CALIBRATION_MODULES]
+    with contextlib.suppress(OSError, TypeError):  # a Python without its sources
+        texts.append(inspect.getsource(textwrap.dedent))
+    return [t.strip() for t in texts if t.strip()]
 
 
 @dataclasses.dataclass(frozen=True)
 class CompressionResult:
     """What ``compress`` returns. ``rate`` = compressed/original tokens (fraction kept),
     ``ratio`` = original/compressed; ``kept_spans`` are the kept words' ``(start, end)``
-    character offsets in the original text."""
+    character offsets in the original text; ``metadata`` says how it was computed (the
+    encoder's ``precision`` and ``device``)."""
 
     compressed_prompt: str
     origin_tokens: int
@@ -75,6 +100,7 @@ class CompressionResult:
     ratio: float
     kept_spans: tuple[tuple[int, int], ...]
     compressed_prompt_list: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
     def build(
@@ -84,10 +110,13 @@ class CompressionResult:
         compressed: int,
         spans: tuple[tuple[int, int], ...] = (),
         prompt_list: tuple[str, ...] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> CompressionResult:
         rate = compressed / origin if origin else 1.0
         ratio = origin / compressed if compressed else (1.0 if origin == 0 else math.inf)
-        return cls(prompt, origin, compressed, rate, ratio, spans, prompt_list or (prompt,))
+        return cls(
+            prompt, origin, compressed, rate, ratio, spans, prompt_list or (prompt,), metadata or {}
+        )
 
     def to_llmlingua_dict(self) -> dict[str, Any]:
         """LLMLingua's ``compress_prompt`` result: same keys, same string formats. When
@@ -109,6 +138,7 @@ class CompressionResult:
         out = dataclasses.asdict(self)
         out["kept_spans"] = [list(s) for s in self.kept_spans]
         out["compressed_prompt_list"] = list(self.compressed_prompt_list)
+        out["metadata"] = dict(self.metadata)
         out["ratio"] = None if math.isinf(self.ratio) else self.ratio
         return out
 
@@ -231,8 +261,6 @@ class Compressor:
         position_prior: float | None = None,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model = model.to(self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer
         self.name = name
         self.token_counter = token_counter
@@ -252,6 +280,52 @@ class Compressor:
         self.unit = check_unit(unit or getattr(model.config, UNIT_KEY, "word"))
         prior = getattr(model.config, PRIOR_KEY, 0.0) if position_prior is None else position_prior
         self.position_prior = check_position_prior(prior)
+        self.metadata: dict[str, str] = {}  # how results are computed (set below)
+        candidates, why = precision_candidates(dtype, self.device)
+        if len(candidates) == 1:
+            self.model, self.precision = place_model(model, candidates[0], self.device, name)
+            if self.precision != candidates[0]:
+                why = f"{why}; {candidates[0]} unavailable"
+        else:
+            why = self._choose_precision(model, candidates, why)
+        self.dtype = TORCH_DTYPES[self.precision]
+        self.metadata = {"precision": self.precision, "why": why, "device": self.device.type}
+        log.debug("compressor %s: %s on %s (%s)", name, self.precision, self.device, why)
+
+    def _choose_precision(self, model: Any, candidates: Sequence[Precision], why: str) -> str:
+        """``auto``: the first of ``candidates`` (fastest first) whose keep/drop decisions on
+        ``calibration_texts`` agree with float32's on at least ``AGREEMENT`` of the words,
+        else float32. Sets ``model``/``precision``; returns the reason, figures included."""
+        self.model, self.precision = place_model(model, "float32", self.device, self.name)
+        reference = self.model
+        texts = calibration_texts()
+        ref = self._keep_masks(texts)
+        words = sum(m.size for m in ref)
+        notes = []
+        for cand in candidates:
+            if cand == "float32":
+                break
+            placed, got = place_model(copy.deepcopy(reference), cand, self.device, self.name)
+            if got != cand:
+                notes.append(f"{cand} unavailable")
+                continue
+            self.model, self.precision = placed, cand
+            masks = self._keep_masks(texts)
+            same = sum(int((a == b).sum()) for a, b in zip(ref, masks, strict=True))
+            share = f"{same / max(words, 1):.1%} of {words} calibration words"
+            if same >= AGREEMENT * words:
+                return f"{why}; {cand} decisions = float32 on {share}"
+            notes.append(f"{cand} decisions = float32 on only {share}")
+        self.model, self.precision = reference, "float32"
+        return f"{why}; {'; '.join(notes)}: float32"
+
+    def _keep_masks(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per word of each text: kept at rate 0.5 with the compressor's defaults."""
+        results = self.compress_many(texts, rate=0.5)
+        return [
+            np.isin(self.prepare(t).al.word_start, [s for s, _ in r.kept_spans])
+            for t, r in zip(texts, results, strict=True)
+        ]
 
     # ------------------------------------------------------------------ loading / saving
 
@@ -271,7 +345,12 @@ class Compressor:
         all-MiniLM-L6-v2 encoder with a fresh, *untrained* keep/drop head. ``unit`` (what
         the budget keeps whole: word, sentence or line) defaults to the one the model was
         trained with (``taco_unit`` in its config.json), else ``word``; ``position_prior``
-        (β of ``with_position_prior``) likewise (``taco_position_prior``), else 0."""
+        (β of ``with_position_prior``) likewise (``taco_position_prior``), else 0.
+        ``dtype``: float32 (training needs it), bfloat16, int8 (dynamic quantization of the
+        linear layers, CPU only, inference only) or auto: per machine, the fastest precision
+        (``precision_candidates``) whose decisions on ``calibration_texts`` agree with
+        float32's on ≥ 99% of the words (checked at load); a precision this machine cannot
+        run falls back to float32 with a warning."""
         model, tokenizer, name = load_encoder(name_or_path)
         return cls(
             model,
@@ -288,7 +367,10 @@ class Compressor:
     def save_pretrained(self, path: str | os.PathLike[str]) -> None:
         """Save as a plain Hugging Face token-classification folder (weights + tokenizer);
         the selection unit and position prior are recorded as ``taco_unit`` and
-        ``taco_position_prior`` in its config.json."""
+        ``taco_position_prior`` in its config.json. An int8 compressor cannot be saved (its
+        weights are packed for one kernel library): save the float32 one it was loaded from."""
+        if self.precision == "int8":
+            raise ValueError("an int8 compressor cannot be saved: load it with dtype='float32'")
         setattr(self.model.config, UNIT_KEY, self.unit)
         setattr(self.model.config, PRIOR_KEY, self.position_prior)
         self.model.save_pretrained(path)
@@ -556,7 +638,9 @@ class Compressor:
         budget then counts the kept contexts joined by ``CONTEXT_SEPARATOR``."""
         al = doc.al
         if al.n_words == 0:
-            return CompressionResult.build("", 0, 0, (), ("",) * len(segments or ("",)))
+            return CompressionResult.build(
+                "", 0, 0, (), ("",) * len(segments or ("",)), self.metadata
+            )
         origin, costs = self.budget_costs(doc)
         budget = token_budget(origin, rate, target_tokens)
         scores = ranking_scores(word_scores(token_probs, al), al, unit, self.position_prior)
@@ -587,7 +671,7 @@ class Compressor:
         parts = None
         if segments is not None:
             parts = render_parts(al, keep, segments, keep_newlines=keep_newlines)
-        return CompressionResult.build(text, origin, count, spans, parts)
+        return CompressionResult.build(text, origin, count, spans, parts, self.metadata)
 
 
 CONTEXT_SEPARATOR = "\n\n"  # between the contexts of a list (LLMLingua's)

