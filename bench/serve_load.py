@@ -10,7 +10,8 @@ store with `taco package`, serves its bento with `bentoml serve` on 127.0.0.1, a
    latency, errors; and the in-process ``Compressor`` on the same prompts, one by one and in
    batches of 8 (``compress_many``), interleaved with the server runs (median of --repeats).
    Goals: 0 errors; at concurrency 8, >= 70% of the in-process one-by-one throughput;
-   p99 <= 3 x p50.
+   p99 <= 3 x p50. CPU time per request (the server's processes; the in-process run's own)
+   is printed too: on a machine shared with other work it compares better than wall time.
 2. Bad input: >= 200 malformed, invalid, oversized and unauthorised requests -> all 4xx,
    no 5xx, and the server still ready and answering afterwards.
 3. The proxy's added latency: POST /v1/chat/completions through the service (compression
@@ -75,7 +76,24 @@ def batched(url: str) -> tuple[float, float]:
     return out["_sum"], out["_count"]
 
 
-def load(url: str, prompts: list[str], clients: int, seconds: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its children (the server's workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def load(
+    url: str, prompts: list[str], clients: int, seconds: float, pid: int | None = None
+) -> dict[str, Any]:
     """``clients`` threads POST /compress in a loop for ``seconds``; figures of the run,
     with the mean number of requests BentoML merged into one encoder call."""
     latencies: list[float] = []
@@ -99,12 +117,15 @@ def load(url: str, prompts: list[str], clients: int, seconds: float) -> dict[str
                 i += clients
 
     before = batched(url)
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     wall = time.perf_counter() - started
     after = batched(url)
+    cpu = cpu_seconds(pid) - cpu0 if pid else float("nan")
     return {
+        "cpu_ms": cpu / max(len(latencies), 1) * 1e3,
         "batch": (after[0] - before[0]) / max(after[1] - before[1], 1),
         "rps": len(latencies) / wall,
         "p50": percentile(latencies, 50),
@@ -116,16 +137,20 @@ def load(url: str, prompts: list[str], clients: int, seconds: float) -> dict[str
     }
 
 
-def in_process(comp: Compressor, prompts: list[str], seconds: float, batch: int) -> float:
-    """Prompts per second of the in-process compressor (``batch`` prompts per call)."""
+def in_process(
+    comp: Compressor, prompts: list[str], seconds: float, batch: int
+) -> tuple[float, float]:
+    """(prompts per second, CPU ms per prompt) of the in-process compressor, ``batch``
+    prompts per call."""
     done, i = 0, 0
-    started = time.perf_counter()
+    started, cpu0 = time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         chunk = [prompts[(i + j) % len(prompts)] for j in range(batch)]
         comp.compress_many(chunk, rate=RATE)
         done += batch
         i += batch
-    return done / (time.perf_counter() - started)
+    cpu = time.process_time() - cpu0
+    return done / (time.perf_counter() - started), cpu / done * 1e3
 
 
 def bad_requests(url: str, n: int) -> dict[str, int]:
@@ -245,7 +270,8 @@ def main() -> None:
                 runs["inproc_1"].append(in_process(comp, prompts, args.seconds, 1))
                 runs["inproc_8"].append(in_process(comp, prompts, args.seconds, 8))
                 for c in levels:
-                    runs[f"c{c}"].append(load(srv.url, prompts, c, args.seconds))
+                    pid = srv.proc.pid if srv.proc else None
+                    runs[f"c{c}"].append(load(srv.url, prompts, c, args.seconds, pid))
             bad = bad_requests(srv.url, args.bad)
             ready = httpx.get(f"{srv.url}/readyz", timeout=30).status_code
             after = httpx.post(
@@ -253,26 +279,36 @@ def main() -> None:
             ).status_code
             proxy = proxy_latency(srv.url, up.base_url, prompts[1], args.proxy_calls)
 
-    one = statistics.median(runs["inproc_1"])
-    eight = statistics.median(runs["inproc_8"])
+    one = statistics.median(r[0] for r in runs["inproc_1"])
+    eight = statistics.median(r[0] for r in runs["inproc_8"])
+    cpu_one = statistics.median(r[1] for r in runs["inproc_1"])
+    cpu_eight = statistics.median(r[1] for r in runs["inproc_8"])
     print(f"# serve_load: {len(prompts)} code prompts, {args.seconds:g} s per run, "
           f"median of {args.repeats} interleaved repeats; clients on the same machine")  # fmt: skip
-    print(f"in-process Compressor: one by one {one:.1f} prompts/s, batches of 8 {eight:.1f}")
+    print(f"in-process Compressor: one by one {one:.2f} prompts/s ({cpu_one:.0f} CPU ms each), "
+          f"batches of 8 {eight:.2f} prompts/s ({cpu_eight:.0f} CPU ms each)")  # fmt: skip
     print("\n| clients | req/s | vs in-process 1-by-1 | vs batched 8 | p50 ms | p95 ms | p99 ms "
-          "| p99/p50 | errors | mean batch |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    summary: dict[str, Any] = {"inproc_1": one, "inproc_8": eight}
+          "| p99/p50 | errors | mean batch | server CPU ms/req |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    summary: dict[str, Any] = {
+        "inproc_1": one,
+        "inproc_8": eight,
+        "inproc_1_cpu_ms": cpu_one,
+        "inproc_8_cpu_ms": cpu_eight,
+    }
     for c in levels:
         rs = runs[f"c{c}"]
         med = {
-            k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p95", "p99", "batch")
+            k: statistics.median(r[k] for r in rs)
+            for k in ("rps", "p50", "p95", "p99", "batch", "cpu_ms")
         }
         errors = sum(r["errors"] for r in rs)
         codes = sorted({code for r in rs for code in r["error_codes"]})
         summary[f"c{c}"] = {**med, "errors": errors, "error_codes": codes}
         print(f"| {c} | {med['rps']:.1f} | {med['rps'] / one:.0%} | {med['rps'] / eight:.0%} "
               f"| {med['p50'] * 1e3:.0f} | {med['p95'] * 1e3:.0f} | {med['p99'] * 1e3:.0f} "
-              f"| {med['p99'] / med['p50']:.2f} | {errors} | {med['batch']:.1f} |")  # fmt: skip
+              f"| {med['p99'] / med['p50']:.2f} | {errors} | {med['batch']:.1f} "
+              f"| {med['cpu_ms']:.0f} |")  # fmt: skip
     fives = sum(v for k, v in bad.items() if k >= 500)
     fours = sum(v for k, v in bad.items() if 400 <= k < 500)
     print(f"\nbad input: {sum(bad.values())} requests -> {dict(sorted(bad.items()))}; "
