@@ -9,6 +9,7 @@ Each dataclass may define ``validate(self) -> None`` that raises ``ConfigError``
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import types
 import typing
 from collections.abc import Mapping
@@ -453,6 +454,13 @@ class TrainParams:
     eval_rows: int = 32  # first N val rows with a teacher output (0 = no validation)
     keep: typing.Literal["last", "best_val"] = "last"  # saved weights: final | best reward/val
     max_bad_steps: int = 5  # NaN/inf losses tolerated (skipped) before the run stops
+    nproc_per_node: int = dataclasses.field(
+        default=1,
+        metadata={
+            "help": "processes `taco train` runs (one per GPU): > 1 relaunches it under "
+            "torchrun --standalone --nproc_per_node=N (data-parallel); 1 = this process"
+        },
+    )
 
     def validate(self) -> None:
         check_range("train.steps", self.steps, 1, 10**9)
@@ -482,10 +490,67 @@ class TrainParams:
         check_range("train.eval_every", self.eval_every, 1, 10**9)
         check_range("train.eval_rows", self.eval_rows, 0, 10**6)
         check_range("train.max_bad_steps", self.max_bad_steps, 0, 10**9)
+        check_range("train.nproc_per_node", self.nproc_per_node, 1, 1024)
         if self.max_rows is not None:
             check_range("train.max_rows", self.max_rows, 1, 10**9)
         if self.train_layers is not None:
             check_range("train.train_layers", self.train_layers, 0, 1024)
+
+
+# --- orchestration (dags/taco_retrain.py, dags/taco_reproduce.py): the Airflow engineer --
+
+
+def _field(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class AirflowParams:
+    """The Airflow DAGs: when `taco_retrain` runs, where its training task goes, retries."""
+
+    schedule: str | None = _field(
+        "@weekly",
+        "cron expression or preset (@daily, @weekly) of taco_retrain; null = none (with asset "
+        "null too: runs only when triggered)",
+    )
+    asset: str | None = _field(
+        None,
+        "URI of an Airflow Asset for the raw source (e.g. file:///data/incoming/code.jsonl): an "
+        "asset event (a producer DAG's outlet, or POST /api/v2/assets/events) triggers a run, "
+        "besides the schedule; null = none",
+    )
+    start_date: str = _field("2026-01-01", "first schedulable date, UTC (catchup is off)")
+    retries: int = _field(
+        2, "retries of a task that crashed (a stage that says no, exit 1/2, is never retried)"
+    )
+    retry_delay_s: float = _field(60.0, "seconds before a crashed task is retried")
+    train_queue: str = _field(
+        "default",
+        "Airflow queue of the train task (e.g. gpu: Celery workers started with "
+        "`airflow celery worker -q gpu`); LocalExecutor ignores it",
+    )
+    train_pool: str = _field(
+        "default_pool", "Airflow pool of the train task (e.g. gpu, sized to the GPU workers)"
+    )
+    reproduce_tolerance: float = _field(
+        0.01,
+        "taco_reproduce: largest absolute difference between a recorded and a reproduced "
+        "score (scores in [0, 1]) that still counts as a match",
+    )
+
+    def validate(self) -> None:
+        check_range("airflow.retries", self.retries, 0, 100)
+        check_range("airflow.retry_delay_s", self.retry_delay_s, 0.0, 86_400.0)
+        check_range("airflow.reproduce_tolerance", self.reproduce_tolerance, 0.0, 1.0)
+        try:
+            datetime.date.fromisoformat(self.start_date)
+        except ValueError:
+            raise ConfigError(
+                f"airflow.start_date: {self.start_date!r} is not a date (YYYY-MM-DD)"
+            ) from None
+        for name in ("train_queue", "train_pool"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"airflow.{name}: must not be empty")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -506,6 +571,7 @@ class Params:
     reward: RewardParams = dataclasses.field(default_factory=RewardParams)
     warmstart: WarmstartParams = dataclasses.field(default_factory=WarmstartParams)
     train: TrainParams = dataclasses.field(default_factory=TrainParams)
+    airflow: AirflowParams = dataclasses.field(default_factory=AirflowParams)
 
 
 def sections() -> dict[str, type]:
