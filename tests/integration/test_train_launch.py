@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers.paths import ROOT
+from tests.helpers.paths import run_taco
 from tests.helpers.tiny_causal_lm import tiny_causal_lm_folder
 from tests.helpers.training import train_setup
 
@@ -23,16 +20,7 @@ def test_nproc_per_node_runs_the_stage_under_torchrun(tmp_path: Path) -> None:
     lm = tiny_causal_lm_folder(tmp_path / "lm")
     sections["llm"] = {"model": str(lm), "device": "cpu", "dtype": "float32", "cache": False}
     path.write_text(yaml.safe_dump(sections))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-m", "taco", "train", "--no-progress", "--params", str(path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    out = run_taco("train", "--no-progress", "--params", str(path), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "launching 2 processes" in out.stderr and "torch.distributed.run" in out.stderr
     run = json.loads((tmp_path / "data/models/taco/taco_run.json").read_text())
