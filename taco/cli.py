@@ -15,12 +15,19 @@ import functools
 import importlib
 import json
 import logging
+import re
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from taco import __version__
 from taco.errors import TacoError, UserError
+
+if TYPE_CHECKING:
+    from taco.compress.selection import TokenCounter
+    from taco.config import Params
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +84,24 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
         "--force-token",
         action="append",
         default=None,
+        type=_unescape,
         metavar="T",
-        help='a word always kept; repeatable (default: "\\n", which keeps line breaks)',
+        help="a string always kept, and kept whole (e.g. '?', a URL, a path); repeatable; "
+        "\\n, \\t, \\r and \\\\ mean a line break, a tab, a carriage return and a "
+        "backslash. Line breaks are kept anyway (see --no-keep-newlines)",
     )
-    p.add_argument("--keep-digits", action="store_true", help="always keep words with digits")
+    p.add_argument(
+        "--keep-newlines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the line breaks and indentation of kept lines (default: yes); "
+        "--no-keep-newlines puts the kept words on one line",
+    )
+    p.add_argument(
+        "--keep-digits",
+        action="store_true",
+        help="always keep numbers, each whole (1.5, 250,000, 2024-05-31, $12.50, 27.5%%)",
+    )
     p.add_argument(
         "--unit",
         choices=("word", "sentence", "line"),
@@ -109,7 +130,16 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
     return _run_compress
 
 
-def _counter(spec: str | None) -> Any:
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _unescape(value: str) -> str:
+    """``--force-token``: ``\\n``, ``\\t``, ``\\r``, ``\\\\`` typed in a shell mean a line
+    break, a tab, a carriage return, a backslash; any other backslash stays as typed."""
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], value)
+
+
+def _counter(spec: str | None) -> TokenCounter | None:
     """``--tokenizer``: the token counter the budget is counted in (None: the encoder's)."""
     if spec is None:
         return None
@@ -129,12 +159,9 @@ def _run_compress(args: argparse.Namespace) -> int:
     from taco.compress.compressor import Compressor
     from taco.compress.selection import check_budget_args
 
-    try:
-        check_budget_args(args.rate, args.target_tokens)  # before the (slow) model load
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    check_budget_args(args.rate, args.target_tokens)  # before the (slow) model load
     text = _read_input(args.file)
-    force = tuple(args.force_token) if args.force_token is not None else ("\n",)
+    force = tuple(args.force_token or ())
     compressor = Compressor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, token_counter=_counter(args.tokenizer)
     )
@@ -146,6 +173,7 @@ def _run_compress(args: argparse.Namespace) -> int:
         keep_digits=args.keep_digits,
         question=args.question,
         unit=args.unit,
+        keep_newlines=args.keep_newlines,
     )
     if args.json:
         out = result.to_llmlingua_dict()
@@ -162,6 +190,23 @@ def _run_compress(args: argparse.Namespace) -> int:
 
 def _params_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", metavar="FILE", help="params file")
+
+
+def _params_command(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """The parser of a subcommand that reads params.yaml: ``name`` with ``--params FILE``
+    (``kwargs`` go to ``add_parser``, e.g. an epilog)."""
+    p = sub.add_parser(name, help=help, description=description, **kwargs)
+    _params_arg(p)
+    return p
+
+
+def _params_of(args: argparse.Namespace) -> Params:
+    """The params file named by ``--params`` (``_params_arg``), loaded and validated."""
+    from taco.config import load_params
+
+    return load_params(args.params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,19 +290,34 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+def _section_epilog(section: str) -> str:
+    """The epilog of ``taco <stage> --help``: params.yaml section ``section`` with every key's
+    default and help, from the config fields' metadata (``taco.config.explain``)."""
+    from taco.config import explain
+
+    return (
+        f"params.yaml keys of `{section}` (defaults; `taco params --explain` lists every "
+        f"section):\n\n{explain(only=[section])}"
+    )
+
+
 def _add_stage(sub: argparse._SubParsersAction, stage: Stage) -> Handler:
-    p = sub.add_parser(stage.name, help=stage.help, description=stage.description)
-    _params_arg(p)
+    p = _params_command(
+        sub,
+        stage.name,
+        stage.help,
+        textwrap.fill(stage.description, 88),
+        epilog=_section_epilog(stage.name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     for flags, kwargs in stage.options:
         p.add_argument(*flags, **kwargs)
     dests = [p._option_string_actions[flags[0]].dest for flags, _ in stage.options]
 
     def handler(args: argparse.Namespace) -> int:
-        from pathlib import Path
+        from taco.config import to_dict
 
-        from taco.config import load_params, to_dict
-
-        params = load_params(args.params)
+        params = _params_of(args)
         log.info("%s: resolved params %s", stage.name, json.dumps(to_dict(params)))
         run = importlib.import_module(stage.module).run
         summary = run(params, Path.cwd(), **{d: getattr(args, d) for d in dests})
@@ -268,44 +328,40 @@ def _add_stage(sub: argparse._SubParsersAction, stage: Stage) -> Handler:
 
 
 def _add_params(sub: argparse._SubParsersAction) -> Handler:
-    p = sub.add_parser(
+    p = _params_command(
+        sub,
         "params",
-        help="print the resolved params (with --explain: every key with its help)",
-        description=(
-            "Print params.yaml resolved against the embedded defaults, as YAML. With --explain "
-            "every key of every section is listed with its value and what it does."
-        ),
+        "print the resolved params (with --explain: every key with its help)",
+        "Print params.yaml resolved against the embedded defaults, as YAML. With --explain "
+        "every key of every section is listed with its value and what it does.",
     )
-    _params_arg(p)
     p.add_argument("--explain", action="store_true", help="annotate every key with its help")
+    return _run_params
 
-    def handler(args: argparse.Namespace) -> int:
-        import yaml
 
-        from taco.config import explain, load_params, to_dict
+def _run_params(args: argparse.Namespace) -> int:
+    import yaml
 
-        params = load_params(args.params)
-        if args.explain:
-            sys.stdout.write(explain(params))
-        else:
-            sys.stdout.write(yaml.safe_dump(to_dict(params), sort_keys=False))
-        return 0
+    from taco.config import explain, to_dict
 
-    return handler
+    params = _params_of(args)
+    if args.explain:
+        sys.stdout.write(explain(params))
+    else:
+        sys.stdout.write(yaml.safe_dump(to_dict(params), sort_keys=False))
+    return 0
 
 
 def _add_data(sub: argparse._SubParsersAction) -> Handler:
-    p = sub.add_parser(
+    p = _params_command(
+        sub,
         "data",
-        help="DVC data versions: push to the remote, restore an earlier raw snapshot",
-        description=(
-            "push: send every DVC-tracked output (raw snapshot, prepared splits) to the remote "
-            "in params.yaml's ingest.remote, only after a passing validation. restore: bring "
-            "back the raw snapshot that git revision REV (or DVC hash) recorded, from the "
-            "remote; works on a fresh clone."
-        ),
+        "DVC data versions: push to the remote, restore an earlier raw snapshot",
+        "push: send every DVC-tracked output (raw snapshot, prepared splits) to the remote "
+        "in params.yaml's ingest.remote, only after a passing validation. restore: bring "
+        "back the raw snapshot that git revision REV (or DVC hash) recorded, from the "
+        "remote; works on a fresh clone.",
     )
-    _params_arg(p)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     push = actions.add_parser("push", help="dvc push, after a passing validation")
     push.add_argument("--force", action="store_true", help="push even if validation failed")
@@ -316,12 +372,9 @@ def _add_data(sub: argparse._SubParsersAction) -> Handler:
 
 
 def _run_data(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from taco.config import load_params
     from taco.versioning import push, restore
 
-    params = load_params(args.params)
+    params = _params_of(args)
     if args.action == "push":
         sys.stdout.write(f"pushed to {push(params, Path.cwd(), force=args.force)}\n")
     else:

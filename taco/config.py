@@ -4,15 +4,19 @@ Every pipeline stage owns one section of params.yaml. The section's dataclass is
 here and is a field of ``Params``; ``load_params`` reads the file, rejects unknown
 sections and keys with a message that names them, and builds the dataclasses.
 Each dataclass may define ``validate(self) -> None`` that raises ``ConfigError``.
+Each key's default and help live on its field (``key(default, help)``): the defaults are
+the only ones (params.yaml repeats them, a test holds the two equal) and the help is what
+``explain`` (``taco params --explain``, ``taco <stage> --help``) prints.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -151,8 +155,21 @@ def check_range(
         )
 
 
+def key(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """One params key: ``dataclasses.field`` with its ``default`` (or ``factory`` for a
+    mutable default) and its ``help`` as ``metadata["help"]``, the text that
+    ``taco params --explain`` and ``taco <stage> --help`` show."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"help": help})
+
+
 # ---------------------------------------------------------------------------------------
-# Sections. Each stage adds its frozen dataclass and a field of ``Params``.
+# Sections. Each stage adds its frozen dataclass and a field of ``Params``; every key is
+# declared with ``key(default, "help")`` (or ``dataclasses.field(metadata={"help": ...})``).
 # ---------------------------------------------------------------------------------------
 
 
@@ -160,9 +177,13 @@ def check_range(
 class BaseParams:
     """Shared settings: the seed and where things live."""
 
-    seed: int = 0
-    task: str = "code"
-    data_dir: Path = Path("data")
+    seed: int = key(
+        0, "seed of every random choice: split order, row caps, sampling, the fresh head"
+    )
+    task: str = key("code", "qa | summarization | code | a task added with register_task")
+    data_dir: Path = key(
+        Path("data"), "folder of every pipeline output, relative to the repository"
+    )
 
 
 # --- data stages (ingest / prepare / validate): owned by the data engineer -------------
@@ -193,23 +214,27 @@ def _check_split_keys(where: str, mapping: Mapping[str, Any]) -> None:
 class IngestParams:
     """`taco ingest`: which source becomes the raw snapshot, and the DVC remote it is pushed to."""
 
-    format: typing.Literal[INGEST_FORMATS] = "python"  # type: ignore[valid-type]
-    path: str | None = None
-    hf_split: str = "validation"
-    fields: Mapping[str, str] = dataclasses.field(
-        default_factory=lambda: types.MappingProxyType({})
+    format: typing.Literal[INGEST_FORMATS] = key(  # type: ignore[valid-type]
+        "python", f"{' | '.join(INGEST_FORMATS)}; python = this Python's stdlib"
     )
-    include_unanswerable: bool = False
-    exclude: tuple[str, ...] = (
-        "test",
-        "tests",
-        "idlelib",
-        "turtledemo",
-        "lib2to3",
-        "site-packages",
+    path: str | None = key(
+        None, "file or folder, http(s) URL or hf:NAME[:CONFIG]; python: null = the stdlib"
     )
-    max_files: int | None = None
-    remote: str = "../taco-dvc-remote"
+    hf_split: str = key("validation", "split read from a Hugging Face dataset (path hf:NAME)")
+    fields: Mapping[str, str] = key(
+        factory=lambda: types.MappingProxyType({}),
+        help="jsonl/csv/parquet: Example field -> column, e.g. {context: text}",
+    )
+    include_unanswerable: bool = key(False, "squad v2: keep unanswerable questions (no references)")
+    exclude: tuple[str, ...] = key(
+        ("test", "tests", "idlelib", "turtledemo", "lib2to3", "site-packages"),
+        "python: folder names the miner skips",
+    )
+    max_files: int | None = key(None, "python: mine only the first N files (sorted); null = all")
+    remote: str = key(
+        "../taco-dvc-remote",
+        "DVC remote of `taco data push`: a folder (relative to the repo) or s3:// gs:// ssh://",
+    )
 
     def validate(self) -> None:
         if self.format != "python" and self.path is None:
@@ -229,16 +254,22 @@ class IngestParams:
 class PrepareParams:
     """`taco prepare`: dedupe, length limits (in whitespace words), segmentation, group split."""
 
-    min_context_words: int = 5
-    max_context_words: int = 2000
-    min_reference_words: int = 1
-    max_reference_words: int = 256
-    long_context: typing.Literal["keep", "segment"] = "segment"
-    segment_words: int = 400
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    max_rows: Mapping[str, int | None] = dataclasses.field(
-        default_factory=lambda: types.MappingProxyType({"train": 256, "val": 64, "test": 128})
+    min_context_words: int = key(
+        5, "rows with a shorter context are dropped (whitespace words, ~1.3 LLM tokens each)"
+    )
+    max_context_words: int = key(2000, "rows with a longer context (once segmented) are dropped")
+    min_reference_words: int = key(1, "rows whose shortest reference is shorter are dropped")
+    max_reference_words: int = key(256, "rows whose longest reference is longer are dropped")
+    long_context: typing.Literal["keep", "segment"] = key(
+        "segment",
+        "keep | segment: cut long contexts at paragraph/turn boundaries (code is never cut)",
+    )
+    segment_words: int = key(400, "segment: the most words per piece")
+    val_fraction: float = key(0.1, "share of rows in val, assigned whole groups at a time")
+    test_fraction: float = key(0.2, "share of rows in test, assigned whole groups at a time")
+    max_rows: Mapping[str, int | None] = key(
+        factory=lambda: types.MappingProxyType({"train": 256, "val": 64, "test": 128}),
+        help="a deterministic sample of at most N rows per split; null = all",
     )
 
     def validate(self) -> None:
@@ -263,12 +294,15 @@ class PrepareParams:
 class ValidateParams:
     """`taco validate`: the Great Expectations gate's thresholds."""
 
-    min_rows: Mapping[str, int] = dataclasses.field(
-        default_factory=lambda: types.MappingProxyType({"train": 32, "val": 8, "test": 8})
+    min_rows: Mapping[str, int] = key(
+        factory=lambda: types.MappingProxyType({"train": 32, "val": 8, "test": 8}),
+        help="fewest rows each split must have",
     )
-    max_dropped_share: float = 0.5
-    require_answer_in_context: bool = True
-    example_ids: int = 5
+    max_dropped_share: float = key(
+        0.5, "most of the candidate rows prepare may drop (duplicates, lengths)"
+    )
+    require_answer_in_context: bool = key(True, "qa: every row's gold answer occurs in its context")
+    example_ids: int = key(5, "failing record ids listed per failed expectation")
 
     def validate(self) -> None:
         _check_split_keys("validate.min_rows", self.min_rows)
@@ -285,15 +319,27 @@ class ValidateParams:
 class OpenAIParams:
     """The OpenAI-compatible chat-completions endpoint (vLLM, Ollama, llama.cpp, OpenAI, Azure)."""
 
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api_key_env: str | None = "OPENAI_API_KEY"  # the NAME of the env var; never the key itself
-    api_key_header: typing.Literal["authorization", "api-key"] = "authorization"
-    timeout_s: float = 60.0
-    max_retries: int = 5
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    concurrency: int = 8
-    tokenizer: str | None = None  # local tokenizer for token counts; null = embedded SmolLM2's
+    base_url: str = key(
+        "http://127.0.0.1:8000/v1",
+        "endpoint root: vLLM/llama.cpp :8000/v1, Ollama :11434/v1, https://api.openai.com/v1",
+    )
+    api_key_env: str | None = key(
+        "OPENAI_API_KEY",
+        "NAME of the env var holding the API key (never the key itself); null = no key",
+    )
+    api_key_header: typing.Literal["authorization", "api-key"] = key(
+        "authorization", "authorization (Bearer) | api-key (Azure)"
+    )
+    timeout_s: float = key(60.0, "seconds one request may take")
+    max_retries: int = key(
+        5, "retries on timeouts, 429 (Retry-After honoured), 5xx and malformed bodies"
+    )
+    backoff_base_s: float = key(1.0, "first retry wait in seconds (exponential, with jitter)")
+    backoff_max_s: float = key(60.0, "cap of every retry wait in seconds, Retry-After included")
+    concurrency: int = key(8, "requests in flight")
+    tokenizer: str | None = key(
+        None, "local tokenizer folder for token counts; null = the embedded SmolLM2 one"
+    )
 
     def validate(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -309,16 +355,28 @@ class OpenAIParams:
 class LLMParams:
     """The target/reward LLM shared by teacher, train and evaluate (see taco/llm/base.py)."""
 
-    backend: typing.Literal["local", "openai"] = "local"
-    model: str | None = None  # local: folder, hub id or .gguf (null = embedded SmolLM2-135M)
-    dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
-    batch_size: int = 8
-    max_new_tokens: int = 32
-    seed: int = 42
-    cache: bool = True
-    cache_path: Path | None = None  # null = $TACO_CACHE_DIR/llm-cache.sqlite
-    openai: OpenAIParams = dataclasses.field(default_factory=OpenAIParams)
+    backend: typing.Literal["local", "openai"] = key(
+        "local", "local (transformers) | openai (any OpenAI-compatible chat endpoint)"
+    )
+    model: str | None = key(
+        None,
+        "local: folder, .gguf file or hub id (online only), null = embedded SmolLM2-135M; "
+        "openai: the endpoint's model name",
+    )
+    dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = key(
+        "auto", "local: auto = bf16 on CUDA and on CPUs with avx512_bf16/amx_bf16, else float32"
+    )
+    device: str = key("auto", "local: cpu | cuda | cuda:N | auto (cuda when available)")
+    batch_size: int = key(8, "local: prompts per forward pass (left padding)")
+    max_new_tokens: int = key(32, "greedy decoding length of teacher and reward outputs")
+    seed: int = key(
+        42, "openai: sent with temperature 0 (endpoints that honour it answer reproducibly)"
+    )
+    cache: bool = key(True, "SQLite answer cache shared by every stage and process")
+    cache_path: Path | None = key(
+        None, "null = $TACO_CACHE_DIR/llm-cache.sqlite (default ~/.cache/taco)"
+    )
+    openai: OpenAIParams = key(factory=OpenAIParams, help="the endpoint of backend openai")
 
     def validate(self) -> None:
         if self.backend == "openai" and not self.model:
@@ -331,13 +389,14 @@ class LLMParams:
 class TaskParams:
     """Prompt-template overrides per task (``{context}`` required, ``{question}`` optional)."""
 
-    templates: Mapping[str, str] = dataclasses.field(
-        default_factory=lambda: types.MappingProxyType(
+    templates: Mapping[str, str] = key(
+        factory=lambda: types.MappingProxyType(
             {
                 "code": "Summarize the following code in one sentence (which may be "
                 "compressed).\n{context}\nSummary:"
             }
-        )
+        ),
+        help="task -> prompt template: {context} is compressed, {question} never is",
     )
 
     def validate(self) -> None:
@@ -350,9 +409,11 @@ class TaskParams:
 class TeacherParams:
     """`taco teacher`: target-LLM outputs on the uncompressed prompts of the prepared splits."""
 
-    splits: tuple[str, ...] = SPLITS
-    chunk_size: int = 64
-    max_failed_fraction: float = 0.1
+    splits: tuple[str, ...] = key(SPLITS, "prepared splits the teacher answers")
+    chunk_size: int = key(64, "prompts per LLM call (progress and cache granularity)")
+    max_failed_fraction: float = key(
+        0.1, "the stage fails when more answers than this share are missing"
+    )
 
     def validate(self) -> None:
         unknown = sorted(set(self.splits) - set(SPLITS))
@@ -364,14 +425,21 @@ class TeacherParams:
 
 @dataclasses.dataclass(frozen=True)
 class RewardParams:
-    """Reward constants (ALGORITHM.md §3): target rate c, tolerance τ, floor and penalties."""
+    """Reward constants (docs/algorithm.md §1): target rate c, tolerance τ, floor, penalties."""
 
-    name: str = "loglik"
-    rate: float = 0.5
-    tolerance_tokens: float = 30.0
-    floor: float = 0.1
-    floor_penalty: float = -0.4
-    window_penalty: float = -0.1
+    name: str = key(
+        "loglik",
+        "loglik (exp mean log-prob of the teacher output: one forward pass) | taco_rl (the "
+        "paper: generate + task metric vs the teacher output) | gold (generate + metric vs gold)",
+    )
+    rate: float = key(0.5, "c: target share of the context's LLM tokens kept")
+    tolerance_tokens: float = key(
+        30.0,
+        "tau: |L_c - c*L_o| > tau gives window_penalty (L_o/L_c: original/compressed LLM tokens)",
+    )
+    floor: float = key(0.1, "L_c <= floor*L_o gives floor_penalty (no LLM call)")
+    floor_penalty: float = key(-0.4, "reward of a compression below the floor")
+    window_penalty: float = key(-0.1, "reward of a compression outside the tolerance window")
 
     def validate(self) -> None:
         check_range("reward.rate", self.rate, 0.0, 1.0, low_open=True)
@@ -389,18 +457,30 @@ class WarmstartParams:
     Skipped when ``train.base_model`` already is a 2-label token classifier (a compressor).
     """
 
-    labels: typing.Literal["self_information", "llm", "overlap", "none"] = "none"
-    rate: float = 0.5  # share of context tokens labelled keep (self_information)
-    position_bias: float = 0.7  # self_information: 0 = pure surprisal .. 1 = keep the start
-    overlap_position_bias: float = 0.0  # overlap: 0 = pure overlap (ties: earlier) .. 1 = start
-    max_examples: int = 256  # training rows labelled (first N of the train split)
-    epochs: int = 2
-    batch_size: int = 16
-    lr: float = 5e-5  # encoder
-    head_lr: float = 1e-3  # the fresh keep/drop head
-    max_seconds: float | None = 90.0  # stop the cross-entropy loop after this long
-    min_alignment: float = 0.8  # llm teacher: share of output words found in order
-    max_new_tokens: int = 256  # llm teacher: length of the compressed text it writes
+    labels: typing.Literal["self_information", "llm", "overlap", "none"] = key(
+        "none",
+        "self_information (local LM surprisal) | llm (deletion-only compression by llm) | "
+        "overlap (spans sharing words with the teacher output) | none (no warm start)",
+    )
+    rate: float = key(0.5, "share of context tokens labelled keep")
+    position_bias: float = key(
+        0.7, "self_information: 0 = pure surprisal ... 1 = keep the start (truncation)"
+    )
+    overlap_position_bias: float = key(
+        0.0, "overlap: 0 = most overlapping spans (ties: earlier) ... 1 = the start"
+    )
+    max_examples: int = key(256, "training rows labelled (the first N)")
+    epochs: int = key(2, "passes of the cross-entropy loop over the labelled rows")
+    batch_size: int = key(16, "encoder rows per cross-entropy step")
+    lr: float = key(5e-5, "learning rate of the encoder")
+    head_lr: float = key(1e-3, "learning rate of the fresh keep/drop head")
+    max_seconds: float | None = key(
+        90.0, "time budget of the cross-entropy loop in seconds; null = none"
+    )
+    min_alignment: float = key(
+        0.8, "llm: share of its output words found in order, else the row is dropped"
+    )
+    max_new_tokens: int = key(256, "llm: length of the compressed text it writes")
 
     def validate(self) -> None:
         check_range("warmstart.rate", self.rate, 0.0, 1.0, low_open=True)
@@ -421,45 +501,83 @@ class WarmstartParams:
 class TrainParams:
     """`taco train`: TACO-RL (REINFORCE) fine-tuning of the compressor (see taco/rl/train.py)."""
 
-    base_model: str | None = None  # null = embedded MiniLM (fresh head → warm start first)
-    steps: int = 120
-    prompts_per_step: int = 2  # over all ranks
-    samples_per_prompt: int = 8  # k (one encoder pass for all k); 1 + baseline none = the paper
-    level: typing.Literal["word", "token"] = "word"  # action unit (taco/rl/policy.py)
-    sampling: typing.Literal["bernoulli", "budget"] = "budget"  # see taco/rl/policy.py
-    unit: typing.Literal["word", "sentence", "line"] = "word"  # budget keeps these whole
-    rate: float | None = None  # budget sampling: share of tokens kept (null = reward.rate)
-    budget_tokens: typing.Literal["llm", "encoder"] = "llm"  # units of the budget (and val)
-    baseline: typing.Literal["loo", "none", "greedy"] = "loo"
-    normalize_advantages: bool = False
-    logprob: typing.Literal["sum", "mean"] = "sum"  # per-sequence log-prob reduction
-    entropy_coef: float = 0.01
-    temperature: float = 3.0  # budget sampling: scores / tau before the Gumbel noise
-    position_prior: float | None = 20.0  # beta: items rank by logit p - beta*start; null = model's
-    lr: float = 1e-5  # encoder
-    head_lr: float = 1e-3  # keep/drop head (1e-4 after a warm start: 1e-3 undid it)
-    weight_decay: float = 0.01
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
-    freeze_embeddings: bool = True  # input word embeddings frozen: 2-3x cheaper backward+step
-    train_layers: int | None = None  # only the top N encoder layers (+ head) train; null = all
-    bf16: bool | typing.Literal["auto"] = "auto"  # autocast; auto = where the hardware has it
-    device: str = "auto"
-    max_seq_len: int = 512
-    force_tokens: tuple[str, ...] = ("\n",)
-    keep_digits: bool = False
-    max_rows: int | None = None  # training rows used (null = all)
-    checkpoint_every: int = 20
-    eval_every: int = 10  # steps between validation rewards of the deployed (greedy) policy
-    eval_rows: int = 32  # first N val rows with a teacher output (0 = no validation)
-    keep: typing.Literal["last", "best_val"] = "last"  # saved weights: final | best reward/val
-    max_bad_steps: int = 5  # NaN/inf losses tolerated (skipped) before the run stops
-    nproc_per_node: int = dataclasses.field(
-        default=1,
-        metadata={
-            "help": "processes `taco train` runs (one per GPU): > 1 relaunches it under "
-            "torchrun --standalone --nproc_per_node=N (data-parallel); 1 = this process"
-        },
+    base_model: str | None = key(
+        None,
+        "null = embedded MiniLM with a fresh head (warm-started unless warmstart.labels: none); "
+        "a compressor folder skips the warm start",
+    )
+    steps: int = key(120, "optimiser steps")
+    prompts_per_step: int = key(2, "prompts per step, over all ranks (torchrun)")
+    samples_per_prompt: int = key(
+        8, "k compressions sampled per prompt (one encoder pass serves all k)"
+    )
+    level: typing.Literal["word", "token"] = key(
+        "word",
+        "word (one action per word, p = mean sub-token p, as inference ranks) | token (the paper)",
+    )
+    sampling: typing.Literal["bernoulli", "budget"] = key(
+        "budget",
+        "budget (inference's top-k on Gumbel-noised scores at train.rate) | bernoulli (the paper)",
+    )
+    unit: typing.Literal["word", "sentence", "line"] = key(
+        "word",
+        "what the budget keeps whole: word | sentence | line (saved as the model's taco_unit)",
+    )
+    rate: float | None = key(None, "budget sampling: share of tokens kept; null = reward.rate")
+    budget_tokens: typing.Literal["llm", "encoder"] = key(
+        "llm", "units of sampling budgets and reward/val: llm (the reward's L_o/L_c) | encoder"
+    )
+    baseline: typing.Literal["loo", "none", "greedy"] = key(
+        "loo",
+        "loo (leave-one-out over k) | none (the paper) | greedy (self-critical: the deployed "
+        "compression's reward, +1 LLM call per prompt)",
+    )
+    normalize_advantages: bool = key(False, "divide advantages by their standard deviation")
+    logprob: typing.Literal["sum", "mean"] = key(
+        "sum", "per-sequence log-prob of bernoulli sampling: sum over actions | mean (paper-like)"
+    )
+    entropy_coef: float = key(0.01, "weight of the entropy bonus in the loss")
+    temperature: float = key(
+        3.0,
+        "budget sampling explores with scores / tau (the deployed top-k is the same at any tau)",
+    )
+    position_prior: float | None = key(
+        20.0,
+        "beta: words (spans) rank by logit p(keep) - beta * where they start (0..1); 20 = "
+        "truncation until RL moves the scores; saved with the model; null = the start model's",
+    )
+    lr: float = key(1e-5, "learning rate of the encoder")
+    head_lr: float = key(1e-3, "learning rate of the keep/drop head (1e-4 after a warm start)")
+    weight_decay: float = key(0.01, "AdamW weight decay of the encoder")
+    warmup_steps: int = key(0, "linear warm-up steps before the cosine decay")
+    grad_clip: float = key(1.0, "gradient-norm clipping")
+    freeze_embeddings: bool = key(
+        True, "keep the input word embeddings fixed (2-3x cheaper backward + step)"
+    )
+    train_layers: int | None = key(None, "train only the top N encoder layers (+ head); null = all")
+    bf16: bool | typing.Literal["auto"] = key(
+        "auto", "bf16 autocast: auto (CUDA, or CPUs with AMX/AVX512-BF16) | true | false"
+    )
+    device: str = key("auto", "cpu | cuda | cuda:N | auto (cuda when available)")
+    max_seq_len: int = key(512, "encoder window in tokens (longer prompts are cut into chunks)")
+    force_tokens: tuple[str, ...] = key(
+        ("\n",), 'words always kept, never actions ("\\n" keeps line breaks)'
+    )
+    keep_digits: bool = key(False, "always keep words with digits")
+    max_rows: int | None = key(None, "training rows used; null = all")
+    checkpoint_every: int = key(20, "steps between checkpoints (a rerun after a crash resumes)")
+    eval_every: int = key(
+        10, "steps between reward/val: the deployed (greedy, budgeted) policy on val rows"
+    )
+    eval_rows: int = key(32, "first N val rows with a teacher output; 0 = no validation")
+    keep: typing.Literal["last", "best_val"] = key(
+        "last", "saved weights: last | best_val (the best reward/val point, the start included)"
+    )
+    max_bad_steps: int = key(5, "non-finite losses skipped before the run stops")
+    nproc_per_node: int = key(
+        1,
+        "processes `taco train` runs (one per GPU): > 1 relaunches it under torchrun "
+        "--standalone --nproc_per_node=N (data-parallel); 1 = this process",
     )
 
     def validate(self) -> None:
@@ -500,39 +618,35 @@ class TrainParams:
 # --- orchestration (dags/taco_retrain.py, dags/taco_reproduce.py): the Airflow engineer --
 
 
-def _field(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
 @dataclasses.dataclass(frozen=True)
 class AirflowParams:
     """The Airflow DAGs: when `taco_retrain` runs, where its training task goes, retries."""
 
-    schedule: str | None = _field(
+    schedule: str | None = key(
         "@weekly",
         "cron expression or preset (@daily, @weekly) of taco_retrain; null = none (with asset "
         "null too: runs only when triggered)",
     )
-    asset: str | None = _field(
+    asset: str | None = key(
         None,
         "URI of an Airflow Asset for the raw source (e.g. file:///data/incoming/code.jsonl): an "
         "asset event (a producer DAG's outlet, or POST /api/v2/assets/events) triggers a run, "
         "besides the schedule; null = none",
     )
-    start_date: str = _field("2026-01-01", "first schedulable date, UTC (catchup is off)")
-    retries: int = _field(
+    start_date: str = key("2026-01-01", "first schedulable date, UTC (catchup is off)")
+    retries: int = key(
         2, "retries of a task that crashed (a stage that says no, exit 1/2, is never retried)"
     )
-    retry_delay_s: float = _field(60.0, "seconds before a crashed task is retried")
-    train_queue: str = _field(
+    retry_delay_s: float = key(60.0, "seconds before a crashed task is retried")
+    train_queue: str = key(
         "default",
         "Airflow queue of the train task (e.g. gpu: Celery workers started with "
         "`airflow celery worker -q gpu`); LocalExecutor ignores it",
     )
-    train_pool: str = _field(
+    train_pool: str = key(
         "default_pool", "Airflow pool of the train task (e.g. gpu, sized to the GPU workers)"
     )
-    reproduce_tolerance: float = _field(
+    reproduce_tolerance: float = key(
         0.01,
         "taco_reproduce: largest absolute difference between a recorded and a reproduced "
         "score (scores in [0, 1]) that still counts as a match",
@@ -613,9 +727,10 @@ def field_help(cls: type, name: str) -> str:
     raise KeyError(name)
 
 
-def explain(params: Params | None = None) -> str:
-    """Every params key as YAML: ``key: value  # help``, one section per stage, with each
-    section's docstring as its heading. ``params`` gives the values (default: the defaults)."""
+def explain(params: Params | None = None, only: Sequence[str] | None = None) -> str:
+    """Every params key as YAML, one line each: ``key: value  # help``, one section per
+    stage, with each section's docstring as its heading. ``params`` gives the values
+    (default: the defaults); ``only`` names the sections shown (default: all)."""
     params = params or Params()
     out: list[str] = []
 
@@ -629,9 +744,11 @@ def explain(params: Params | None = None) -> str:
                 continue
             shown = yaml.safe_dump(to_dict(value), default_flow_style=True, width=10**6).strip()
             shown = shown.removesuffix("\n...").removesuffix("...").strip()
+            if "\n" in shown:  # a string with line breaks: JSON (valid YAML) keeps one line
+                shown = json.dumps(to_dict(value), ensure_ascii=False)
             out.append(f"{indent}{f.name}: {shown}" + (f"  # {text}" if text else ""))
 
-    for name in sections():
+    for name in sections() if only is None else only:
         section = getattr(params, name)
         doc = (type(section).__doc__ or "").strip().splitlines()[0]
         out.append(f"{name}:  # {doc}")

@@ -27,3 +27,11 @@ class StageFailed(TacoError):
     """A stage ran and refused its result (validation, failed LLM answers, bad steps); exit 1."""
 
     exit_code = 1
+
+
+class ArgumentError(UserError, ValueError):
+    """A library call got an argument out of range (a ``ValueError`` for library callers)."""
+
+
+class ArgumentTypeError(UserError, TypeError):
+    """A library call got an argument of the wrong type (a ``TypeError`` for library callers)."""

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from taco.config import Params
 
 # Fixed file names.
 RAW_RECORDS = "records.jsonl"
@@ -51,8 +54,8 @@ class Layout:
     task: str
 
     @classmethod
-    def of(cls, params: Any, root: Path | str = ".") -> Layout:
-        """The layout of ``params`` (a ``Params``) under ``root``."""
+    def of(cls, params: Params, root: Path | str = ".") -> Layout:
+        """The layout of ``params`` under ``root``."""
         return cls(Path(root), Path(params.base.data_dir), params.base.task)
 
     @property

@@ -155,7 +155,7 @@ def test_span_ids_split_sentences_and_lines():
     assert np.all(np.diff(sent) >= 0) and np.all(np.diff(lines) >= 0)
     assert sent[words.index("Second")] == sent[words.index("First")] + 1
     # "3.5" and "a.b" are no sentence ends; the line break is
-    assert sent[words.index("3")] == sent[words.index("more")]
+    assert sent[words.index("3.5")] == sent[words.index("more")]  # a number is one word
     assert sent[words.index("f")] == sent[words.index("b")] != sent[words.index("return")]
     assert lines[words.index("First")] == lines[words.index("more")] == 0
     assert lines[words.index("x")] == 1 and lines[words.index("return")] == 2

@@ -31,6 +31,8 @@ from taco.compress.selection import (
     count_many,
     forced_words,
     item_starts,
+    keep_together,
+    layout_token,
     select_words,
     span_means,
     span_order_keys,
@@ -45,10 +47,12 @@ from taco.compress.text import (
     check_unit,
     chunk_spans,
     render,
+    render_parts,
     span_ids,
     special_layout,
 )
 from taco.device import resolve_device, resolve_dtype
+from taco.errors import ArgumentError, ArgumentTypeError
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +90,17 @@ class CompressionResult:
         return cls(prompt, origin, compressed, rate, ratio, spans, prompt_list or (prompt,))
 
     def to_llmlingua_dict(self) -> dict[str, Any]:
-        """LLMLingua's ``compress_prompt`` result: same keys, same string formats."""
-        ratio = 1.0 if self.compressed_tokens == 0 else self.origin_tokens / self.compressed_tokens
+        """LLMLingua's ``compress_prompt`` result: same keys, same string formats. When
+        nothing was kept of a non-empty text, ``rate`` is ``"0.0%"`` and ``ratio`` ``"infx"``
+        (``float(ratio[:-1])`` reads it back); an empty text gives ``"100.0%"``, ``"1.0x"``."""
         saving = (self.origin_tokens - self.compressed_tokens) * 0.06 / 1000
         return {
             "compressed_prompt": self.compressed_prompt,
             "compressed_prompt_list": list(self.compressed_prompt_list),
             "origin_tokens": self.origin_tokens,
             "compressed_tokens": self.compressed_tokens,
-            "ratio": f"{ratio:.1f}x",
-            "rate": f"{1 / ratio * 100:.1f}%",
+            "ratio": f"{self.ratio:.1f}x",
+            "rate": f"{self.rate * 100:.1f}%",
             "saving": f", Saving ${saving:.1f} in GPT-4.",
         }
 
@@ -126,17 +131,28 @@ def fit_budget(
     count: Callable[[str], int],
     keep_newlines: bool = True,
     rounds: int = 4,
+    *,
+    groups: np.ndarray | None = None,
+    rebuild: Callable[[np.ndarray], str] | None = None,
 ) -> tuple[np.ndarray, str, int]:
     """The kept words whose rebuilt text comes closest to ``budget`` by its real ``count``
     without exceeding it. Word costs are not additive (BPE merges across words, and the line
     breaks and indentation ``render`` keeps): ``select(b)`` (a keep mask for an additive
     word-cost budget ``b``) is called with ``b`` moved by the miss, for a few ``rounds``;
     if none fits, the words first in ``order`` (droppable words, lowest-ranked first) are
-    dropped until the text does. Returns (keep, text, count)."""
+    dropped until the text does — with their whole group when ``groups`` (``select_words``)
+    is given. ``rebuild(keep)`` makes the text that is counted and returned, which must be
+    the final one (default: ``render``; a list of contexts also counts its separators).
+    Returns (keep, text, count)."""
+    if rebuild is None:
+
+        def rebuild(keep: np.ndarray) -> str:
+            return render(al, keep, keep_newlines=keep_newlines)
+
     target, best, keep = budget, None, None
     for _ in range(rounds):
         keep = select(target)
-        text = render(al, keep, keep_newlines=keep_newlines)
+        text = rebuild(keep)
         n = count(text)
         if n <= budget and (best is None or n > best[2]):
             best = (keep, text, n)
@@ -147,6 +163,9 @@ def fit_budget(
         return best
     assert keep is not None
     keep = keep.copy()
+    bounds = None
+    if groups is not None and groups.shape[0]:
+        bounds = np.append(np.flatnonzero(np.diff(groups, prepend=-1)), groups.shape[0])
     while n > budget:
         kept_low = order[keep[order]]
         if kept_low.size == 0:
@@ -154,11 +173,14 @@ def fit_budget(
         excess, dropped = n - budget, 0.0
         scale = n / max(int(costs[keep].sum()), 1)  # real tokens per charged token
         for w in kept_low.tolist():
-            keep[w] = False
-            dropped += max(int(costs[w]), 1) * scale
+            if not keep[w]:
+                continue  # dropped with its group
+            lo, hi = (w, w + 1) if bounds is None else (bounds[groups[w]], bounds[groups[w] + 1])
+            keep[lo:hi] = False
+            dropped += max(int(costs[lo:hi].sum()), 1) * scale
             if dropped >= excess:
                 break
-        text = render(al, keep, keep_newlines=keep_newlines)
+        text = rebuild(keep)
         n = count(text)
     return keep, text, n
 
@@ -257,14 +279,21 @@ class Compressor:
         keep_digits: bool = False,
         question: str = "",
         unit: str | None = None,
+        keep_newlines: bool | None = None,
     ) -> CompressionResult:
         """Compress one text to ``rate`` (fraction of tokens kept) or ``target_tokens``.
 
         ``question`` (optional) is read by the encoder with the text but never compressed
-        nor returned. Forced words are kept first; ``"\\n"`` among ``force_tokens`` keeps
-        line breaks and indentation. ``unit`` overrides the compressor's selection unit:
-        ``word`` ranks words one by one, ``sentence``/``line`` keep the best spans (mean
-        word score) whole and the start of the next one to fill the budget.
+        nor returned. ``force_tokens`` are strings kept first and whole (an occurrence of
+        several words, e.g. a URL, is kept whole or not at all) and ``keep_digits`` keeps
+        every number (``taco.compress.text.NUMBER``: one word, never cut); the budget still
+        holds, so forced strings that do not all fit are kept whole in ranking order (with a
+        warning).
+        ``keep_newlines`` keeps line breaks and indentation (default: whether ``"\\n"`` is
+        among ``force_tokens``, as in LLMLingua); a whitespace force token other than line
+        breaks is a ValueError. ``unit`` overrides the compressor's selection unit: ``word``
+        ranks words one by one, ``sentence``/``line`` keep the best spans (mean word score)
+        whole and the start of the next one to fill the budget.
         """
         return self.compress_many(
             [text],
@@ -274,6 +303,7 @@ class Compressor:
             keep_digits=keep_digits,
             questions=[question],
             unit=unit,
+            keep_newlines=keep_newlines,
         )[0]
 
     def compress_many(
@@ -286,20 +316,22 @@ class Compressor:
         keep_digits: bool = False,
         questions: Sequence[str] | None = None,
         unit: str | None = None,
+        keep_newlines: bool | None = None,
     ) -> list[CompressionResult]:
         """Compress several texts; their chunks share encoder batches. Each text gets its
-        own budget (``rate`` of its tokens, or ``target_tokens``)."""
+        own budget (``rate`` of its tokens, or ``target_tokens``); options as ``compress``."""
         check_budget_args(rate, target_tokens)
         unit = check_unit(unit or self.unit)
         force = _check_force_tokens(force_tokens)
+        newlines = _keep_newlines(keep_newlines, force)
         texts = _check_texts(texts, "texts")
         qs = _check_texts(questions, "questions") if questions is not None else [""] * len(texts)
         if len(qs) != len(texts):
-            raise ValueError(f"questions has {len(qs)} items but texts has {len(texts)}")
+            raise ArgumentError(f"questions has {len(qs)} items but texts has {len(texts)}")
         docs = [self.prepare(t, q) for t, q in zip(texts, qs, strict=True)]
         probs = self._encode(docs)
         return [
-            self._select(doc, p, rate, target_tokens, force, keep_digits, unit)
+            self._select(doc, p, rate, target_tokens, force, keep_digits, unit, newlines)
             for doc, p in zip(docs, probs, strict=True)
         ]
 
@@ -311,39 +343,49 @@ class Compressor:
         force_tokens: Sequence[str] | None = None,
         force_reserve_digit: bool = False,
         question: str = "",
+        keep_newlines: bool | None = None,
         **llmlingua_options: Any,
     ) -> dict[str, Any]:
         """Drop-in for LLMLingua-2's ``PromptCompressor.compress_prompt``: same argument
         names (``target_token=-1`` and ``rate=None`` mean "not given"; neither → rate 0.5),
-        same result dict. A list context is compressed under one shared budget."""
+        same result dict. A list context is compressed under one shared budget that counts
+        the whole ``compressed_prompt``: the kept contexts joined by ``CONTEXT_SEPARATOR``
+        (contexts with nothing kept, blank ones included, add no separator);
+        ``compressed_prompt_list`` has one entry per context, in order (``""`` where nothing
+        was kept). ``keep_newlines`` as in ``compress``."""
         ignored = sorted(set(llmlingua_options) - _LLMLINGUA_IGNORED)
         if ignored:
-            raise TypeError(f"compress_prompt() got unsupported argument(s): {', '.join(ignored)}")
+            raise ArgumentTypeError(
+                f"compress_prompt() got unsupported argument(s): {', '.join(ignored)}"
+            )
         if llmlingua_options:
             log.debug(
                 "ignoring LLMLingua options without effect here: %s", sorted(llmlingua_options)
             )
         if isinstance(target_token, bool) or not isinstance(target_token, int):
-            raise TypeError(f"target_token must be an integer, got {type(target_token).__name__}")
+            raise ArgumentTypeError(
+                f"target_token must be an integer, got {type(target_token).__name__}"
+            )
         if target_token < -1:
-            raise ValueError(f"target_token must be >= 0 (or -1 for unset), got {target_token}")
+            raise ArgumentError(f"target_token must be >= 0 (or -1 for unset), got {target_token}")
         target = None if target_token == -1 else target_token
         if rate is None and target is None:
             rate = 0.5
         contexts = [context] if isinstance(context, str) else _check_texts(context, "context")
         if not contexts:
-            raise ValueError("context is an empty list")
+            raise ArgumentError("context is an empty list")
         check_budget_args(rate, target)
         force = _check_force_tokens(force_tokens or ())
-        joined = "\n\n".join(contexts)
+        newlines = _keep_newlines(keep_newlines, force)
+        joined = CONTEXT_SEPARATOR.join(contexts)
         bounds, pos = [], 0
         for c in contexts:
             bounds.append((pos, pos + len(c)))
-            pos += len(c) + 2
+            pos += len(c) + len(CONTEXT_SEPARATOR)
         doc = self.prepare(joined, question)
         probs = self._encode([doc])[0]
         res = self._select(
-            doc, probs, rate, target, force, force_reserve_digit, self.unit, segments=bounds
+            doc, probs, rate, target, force, force_reserve_digit, self.unit, newlines, bounds
         )
         return res.to_llmlingua_dict()
 
@@ -432,18 +474,23 @@ class Compressor:
         budget: int,
         unit: str = "word",
         keep_newlines: bool = True,
+        groups: np.ndarray | None = None,
+        rebuild: Callable[[np.ndarray], str] | None = None,
     ) -> tuple[np.ndarray, str, int]:
         """The words ``select_words`` keeps by ranking ``scores`` within ``budget`` (word
-        ``costs`` from ``budget_costs``), fitted so the rebuilt text's real count does not
-        exceed it (``fit_budget``). Returns (keep, text, count)."""
+        ``costs`` from ``budget_costs``; ``groups`` kept whole), fitted so the real count of
+        the rebuilt text (``rebuild``, default ``render``) does not exceed it
+        (``fit_budget``). Returns (keep, text, count)."""
         return fit_budget(
             doc.al,
-            lambda b: select_words(scores, costs, b, unit=unit),
+            lambda b: select_words(scores, costs, b, unit=unit, groups=groups),
             np.argsort(scores, kind="stable"),
             costs,
             budget,
             self.count_tokens,
             keep_newlines,
+            groups=groups,
+            rebuild=rebuild,
         )
 
     def _select(
@@ -455,35 +502,55 @@ class Compressor:
         force: tuple[str, ...],
         keep_digits: bool,
         unit: str = "word",
+        keep_newlines: bool = True,
         segments: Sequence[tuple[int, int]] | None = None,
     ) -> CompressionResult:
-        """Global budget over the whole text; ``segments`` (character ranges) give
-        LLMLingua's ``compressed_prompt_list`` for a list context."""
+        """Global budget over the whole text; ``segments`` (character ranges of a list's
+        contexts in the joined text) give LLMLingua's ``compressed_prompt_list``, and the
+        budget then counts the kept contexts joined by ``CONTEXT_SEPARATOR``."""
         al = doc.al
         if al.n_words == 0:
-            return CompressionResult.build("", 0, 0)
-        keep_newlines = "\n" in force
+            return CompressionResult.build("", 0, 0, (), ("",) * len(segments or ("",)))
         origin, costs = self.budget_costs(doc)
         budget = token_budget(origin, rate, target_tokens)
         scores = ranking_scores(word_scores(token_probs, al), al, unit, self.position_prior)
         forced = forced_words(al, force, keep_digits)
+        groups = keep_together(al, force)
         scores = scores + (np.ptp(scores) + 1.0) * forced  # forced words first
-        keep, text, count = self.fit_words(doc, scores, costs, budget, unit, keep_newlines)
+        rebuild = None
+        if segments is not None:
+
+            def rebuild(keep: np.ndarray) -> str:
+                parts = render_parts(al, keep, segments, keep_newlines=keep_newlines)
+                return join_contexts(parts)
+
+        keep, text, count = self.fit_words(
+            doc, scores, costs, budget, unit, keep_newlines, groups, rebuild
+        )
+        if forced.any() and not keep[forced].all():
+            log.warning(
+                "forced words (force_tokens%s) need more than the budget of %d tokens: "
+                "kept %d of %d, whole, in ranking order",
+                ", keep_digits" if keep_digits else "",
+                budget,
+                int(keep[forced].sum()),
+                int(forced.sum()),
+            )
         idx = np.flatnonzero(keep)
         spans = tuple(zip(al.word_start[idx].tolist(), al.word_end[idx].tolist(), strict=True))
         parts = None
-        if segments is not None and len(segments) > 1:
-            parts = tuple(
-                render(
-                    al,
-                    keep & (al.word_start >= lo) & (al.word_end <= hi),
-                    keep_newlines=keep_newlines,
-                )
-                for lo, hi in segments
-            )
-            text = "\n\n".join(parts)
-            count = self.count_tokens(text)
+        if segments is not None:
+            parts = render_parts(al, keep, segments, keep_newlines=keep_newlines)
         return CompressionResult.build(text, origin, count, spans, parts)
+
+
+CONTEXT_SEPARATOR = "\n\n"  # between the contexts of a list (LLMLingua's)
+
+
+def join_contexts(parts: Sequence[str]) -> str:
+    """The compressed prompt of a list of contexts: the non-empty ``parts`` joined by
+    ``CONTEXT_SEPARATOR`` (a context with nothing kept adds no separator)."""
+    return CONTEXT_SEPARATOR.join(p for p in parts if p)
 
 
 _LLMLINGUA_IGNORED = frozenset(
@@ -518,16 +585,16 @@ def ranking_scores(
 def check_position_prior(prior: Any) -> float:
     """β of ``with_position_prior``: a finite number >= 0."""
     if isinstance(prior, bool) or not isinstance(prior, int | float) or not 0 <= prior < math.inf:
-        raise ValueError(f"position_prior must be a finite number >= 0, got {prior!r}")
+        raise ArgumentError(f"position_prior must be a finite number >= 0, got {prior!r}")
     return float(prior)
 
 
 def _check_texts(texts: Any, name: str) -> list[str]:
     if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
+        raise ArgumentTypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
+            raise ArgumentTypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
     return list(texts)
 
 
@@ -537,13 +604,29 @@ def _check_force_tokens(force_tokens: Any) -> tuple[str, ...]:
     try:
         force = tuple(force_tokens)
     except TypeError:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"force_tokens must be a list of strings, got {type(force_tokens).__name__}"
         ) from None
     for t in force:
         if not isinstance(t, str) or not t:
-            raise TypeError(f"force_tokens must hold non-empty strings, got {t!r}")
+            raise ArgumentTypeError(f"force_tokens must hold non-empty strings, got {t!r}")
+        if not t.strip() and not layout_token(t):
+            raise ArgumentError(
+                f"force token {t!r} is only whitespace: of whitespace only line breaks "
+                '("\\n") can be forced (keep_newlines); spaces and tabs between kept words '
+                "come from the original text"
+            )
     return force
+
+
+def _keep_newlines(keep_newlines: bool | None, force: tuple[str, ...]) -> bool:
+    """``keep_newlines`` as given, else whether a line-break force token (``"\\n"``) is
+    among ``force`` (LLMLingua's convention)."""
+    if keep_newlines is None:
+        return any(layout_token(t) for t in force)
+    if not isinstance(keep_newlines, bool):
+        raise ArgumentTypeError(f"keep_newlines must be True, False or None, got {keep_newlines!r}")
+    return keep_newlines
 
 
 # The public face of inference: the pieces below live in taco.compress.selection/encoder/device.

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from taco.errors import UserError
+from taco.errors import ArgumentError, ArgumentTypeError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,15 @@ def load_encoder(name_or_path: str | os.PathLike[str] | None) -> tuple[Any, Any,
     archs = list(getattr(config, "architectures", None) or [])
     is_classifier = any(a.endswith("ForTokenClassification") for a in archs)
     if is_classifier and config.num_labels != 2:
-        raise ValueError(
+        raise ArgumentError(
             f"{name}: a compressor needs a 2-label (drop/keep) token classifier, "
             f"this one has {config.num_labels} labels"
         )
     tokenizer = AutoTokenizer.from_pretrained(os.fspath(path), **kw)
     if not hasattr(tokenizer, "backend_tokenizer"):
-        raise TypeError(f"{name}: a fast tokenizer (tokenizer.json) is required for word offsets")
+        raise ArgumentTypeError(
+            f"{name}: a fast tokenizer (tokenizer.json) is required for word offsets"
+        )
     with _quiet_transformers():
         if is_classifier:
             model = AutoModelForTokenClassification.from_pretrained(os.fspath(path), **kw)

@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from taco.compress.text import Alignment
+from taco.compress.text import Alignment, codepoints, no_space
+from taco.errors import ArgumentError, ArgumentTypeError
 
 
 class TokenCounter(Protocol):
@@ -60,21 +61,23 @@ def count_many(counter: TokenCounter, texts: Sequence[str]) -> list[int]:
 def check_budget_args(rate: Any, target_tokens: Any) -> None:
     """Raise ValueError/TypeError unless exactly one valid budget is given."""
     if rate is not None and target_tokens is not None:
-        raise ValueError("give either rate or target_tokens, not both")
+        raise ArgumentError("give either rate or target_tokens, not both")
     if rate is None and target_tokens is None:
-        raise ValueError("give rate (fraction of tokens kept, in (0, 1]) or target_tokens (>= 0)")
+        raise ArgumentError(
+            "give rate (fraction of tokens kept, in (0, 1]) or target_tokens (>= 0)"
+        )
     if rate is not None:
         if isinstance(rate, bool) or not isinstance(rate, int | float):
-            raise TypeError(f"rate must be a number in (0, 1], got {type(rate).__name__}")
+            raise ArgumentTypeError(f"rate must be a number in (0, 1], got {type(rate).__name__}")
         if not (0.0 < rate <= 1.0) or math.isnan(rate):
-            raise ValueError(f"rate must be in (0, 1], got {rate}")
+            raise ArgumentError(f"rate must be in (0, 1], got {rate}")
     if target_tokens is not None:
         if isinstance(target_tokens, bool) or not isinstance(target_tokens, int | np.integer):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"target_tokens must be an integer >= 0, got {type(target_tokens).__name__}"
             )
         if target_tokens < 0:
-            raise ValueError(f"target_tokens must be an integer >= 0, got {target_tokens}")
+            raise ArgumentError(f"target_tokens must be an integer >= 0, got {target_tokens}")
 
 
 def token_budget(origin_tokens: int, rate: float | None, target_tokens: int | None) -> int:
@@ -86,7 +89,12 @@ def token_budget(origin_tokens: int, rate: float | None, target_tokens: int | No
 
 
 def select_words(
-    scores: np.ndarray, costs: np.ndarray, budget: int, *, unit: str = "word"
+    scores: np.ndarray,
+    costs: np.ndarray,
+    budget: int,
+    *,
+    unit: str = "word",
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Keep the highest-scoring words whose total cost fits ``budget`` (boolean mask).
 
@@ -94,8 +102,17 @@ def select_words(
     word does not fit, the remaining budget is filled with the best-ranked words that still
     fit, so the shortfall is smaller than any word left out. For span units (``sentence``,
     ``line``; scores from ``span_order_keys``) there is no fill: the selection is exactly a prefix
-    of the ranking — whole spans, then the start of the next one.
+    of the ranking — whole spans, then the start of the next one. ``groups`` (optional, from
+    ``keep_together``: a non-decreasing group id per word, the words of a group contiguous)
+    makes each group one item, kept whole or not at all: its cost the sum of its words',
+    its rank its best word's.
     """
+    if groups is not None and groups.shape[0] and int(groups[-1]) + 1 < groups.shape[0]:
+        first = np.flatnonzero(np.diff(groups, prepend=-1))
+        keep_groups = select_words(
+            np.maximum.reduceat(scores, first), np.add.reduceat(costs, first), budget, unit=unit
+        )
+        return keep_groups[groups]
     keep = np.zeros(scores.shape[0], dtype=bool)
     if scores.shape[0] == 0 or budget <= 0:
         return keep
@@ -158,14 +175,25 @@ def span_order_keys(span_scores: np.ndarray, spans: np.ndarray) -> np.ndarray:
     return -(rank[spans] * n + np.arange(n)).astype(np.float64)
 
 
-def forced_words(al: Alignment, force_tokens: Iterable[str], keep_digits: bool) -> np.ndarray:
-    """Words that must be kept: exact occurrences of a force token that start and end on
-    word boundaries (a force token may span several words, e.g. ``"Answer:"``), and with
-    ``keep_digits`` every word containing a digit."""
-    forced = np.zeros(al.n_words, dtype=bool)
+def layout_token(token: str) -> bool:
+    """Is a force token layout rather than text: line breaks only (``"\\n"``, ``"\\r\\n"``,
+    ``"\\n\\n"``)? Forcing one keeps the text's line breaks (``render(keep_newlines)``)."""
+    return bool(token) and not token.strip("\r\n")
+
+
+def force_occurrences(al: Alignment, force_tokens: Iterable[str]) -> list[tuple[int, int]]:
+    """Word ranges ``(first, last)`` (inclusive) of the occurrences of each force token.
+
+    An occurrence counts where it starts and ends on word boundaries (a force token may span
+    several words: ``"Answer:"``, a URL, a file path); inside writing without spaces, where
+    the tokenizer's pieces need not fall on the token's edges, it takes the words it
+    touches. Layout tokens (``layout_token``) have no occurrences. Occurrences may overlap.
+    """
+    out: list[tuple[int, int]] = []
     if al.n_words == 0:
-        return forced
-    text = al.text
+        return out
+    text, n = al.text, len(al.text)
+    ws, we = al.word_start, al.word_end
     for tok in force_tokens:
         if not tok.strip():
             continue  # whitespace force tokens ("\n") are layout: see render(keep_newlines)
@@ -173,18 +201,47 @@ def forced_words(al: Alignment, force_tokens: Iterable[str], keep_digits: bool) 
         while (i := text.find(tok, start)) >= 0:
             start = i + 1
             end = i + len(tok)
-            a = int(np.searchsorted(al.word_start, i))
-            b = int(np.searchsorted(al.word_end, end))
-            on_bounds = a < al.n_words and b < al.n_words and al.word_start[a] == i
-            if on_bounds and al.word_end[b] == end:
-                forced[a : b + 1] = True
+            a = int(np.searchsorted(we, i, side="right"))  # first word ending after i
+            b = int(np.searchsorted(ws, end, side="left")) - 1  # last word starting before end
+            if a > b or ws[a] > i or we[b] < end:
+                continue  # starts or ends in a gap (the token has outer whitespace)
+            inner = ws[a] < i and no_space(codepoints(text[i - 1 : i + 1])).all()
+            if ws[a] != i and not inner:
+                continue
+            inner = we[b] > end and end < n and no_space(codepoints(text[end - 1 : end + 1])).all()
+            if we[b] != end and not inner:
+                continue
+            out.append((a, b))
+    return out
+
+
+def forced_words(al: Alignment, force_tokens: Iterable[str], keep_digits: bool) -> np.ndarray:
+    """Words that must be kept (boolean mask): the words of every occurrence of a force token
+    (``force_occurrences``), and with ``keep_digits`` every word containing a digit (any
+    Unicode decimal digit; a number is one word, ``taco.compress.text.NUMBER``)."""
+    forced = np.zeros(al.n_words, dtype=bool)
+    if al.n_words == 0:
+        return forced
+    for a, b in force_occurrences(al, force_tokens):
+        forced[a : b + 1] = True
     if keep_digits:
-        digits = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        is_digit = (digits >= 48) & (digits <= 57)
-        cum = np.zeros(len(text) + 1, dtype=np.int64)
-        np.cumsum(is_digit, out=cum[1:])
+        cps = codepoints(al.text)
+        uniq, inverse = np.unique(cps, return_inverse=True)
+        digit = np.array([chr(c).isdecimal() for c in uniq.tolist()], dtype=bool)[inverse]
+        cum = np.zeros(len(al.text) + 1, dtype=np.int64)
+        np.cumsum(digit, out=cum[1:])
         forced |= cum[al.word_end] - cum[al.word_start] > 0
     return forced
+
+
+def keep_together(al: Alignment, force_tokens: Iterable[str]) -> np.ndarray:
+    """Group id per word (0, 1, ... in reading order) for ``select_words(groups=)``: the
+    words of one force-token occurrence (overlapping ones merged) share an id, so a string
+    the user protects is kept whole or not at all; every other word is a group of its own."""
+    glue = np.zeros(al.n_words, dtype=bool)  # word i stays with word i - 1
+    for a, b in force_occurrences(al, force_tokens):
+        glue[a + 1 : b + 1] = True
+    return np.cumsum(~glue) - 1
 
 
 def word_scores(token_probs: np.ndarray, al: Alignment) -> np.ndarray:

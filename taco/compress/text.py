@@ -3,23 +3,73 @@
 A *word* is what the encoder's own tokenizer calls a word (its pre-tokenizer's
 ``word_ids``), with punctuation-only tokens split off as words of their own, so WordPiece
 (BERT) and SentencePiece (XLM-R) tokenizers get the same kind of units LLMLingua-2 uses,
-without ever looking at the model's name. Every word is a character span of the original
-text, so the compressed text is rebuilt from the original bytes (case, unicode, punctuation),
-with line breaks and indentation kept on kept lines.
+without ever looking at the model's name. Two exceptions make words of what a reader reads
+as one or several: a *number* (``NUMBER``: digits with the ``.``, ``,``, ``:``, ``-``, ``/``
+inside it, a leading sign or currency sign, a trailing ``%``) is one word however the
+tokenizer cuts it, and in scripts written without spaces (CJK, kana, Thai, ...: ``NO_SPACE``)
+every token is a word. Every word is a character span of the original text, so the
+compressed text is rebuilt from the original characters (case, unicode, punctuation), with
+line breaks (in the text's own style: LF, CRLF or CR) and indentation kept on kept lines, and
+no space put between pieces of writing that had none.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-SENTENCE_END = frozenset(".!?。！？;")
+from taco.errors import ArgumentError
+
 UNITS = ("word", "sentence", "line")
 _INDENT = re.compile(r"[ \t]*")
+
+# Scripts written without spaces between words, as inclusive code point ranges. Hangul is
+# written with spaces and is not among them.
+NO_SPACE = (
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x0F00, 0x0FFF),  # Tibetan
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x1950, 0x1AAF),  # Tai Le, New Tai Lue, Khmer symbols, Buginese, Tai Tham
+    (0x1B00, 0x1B7F),  # Balinese
+    (0x2E80, 0x2FFF),  # CJK and Kangxi radicals, ideographic description
+    (0x3000, 0x312F),  # CJK symbols and punctuation, Hiragana, Katakana, Bopomofo
+    (0x3190, 0x4DBF),  # Kanbun, CJK strokes, Katakana extension, enclosed CJK, CJK ext. A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xA000, 0xA4CF),  # Yi
+    (0xA980, 0xA9DF),  # Javanese
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0xFE30, 0xFE4F),  # CJK compatibility forms
+    (0xFF00, 0xFF9F),  # fullwidth forms, halfwidth CJK punctuation and Katakana
+    (0xFFE0, 0xFFEE),  # fullwidth and halfwidth symbols
+    (0x16FE0, 0x16FFF),  # ideographic symbols
+    (0x1B000, 0x1B16F),  # kana supplement and extensions
+    (0x20000, 0x323AF),  # CJK extensions B-H, compatibility supplement
+)
+_NO_SPACE_EDGES = np.array([x for lo, hi in NO_SPACE for x in (lo, hi + 1)], dtype=np.int64)
+_NO_SPACE_EDGE_LIST = _NO_SPACE_EDGES.tolist()
+_NO_SPACE_CLASS = "".join(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in NO_SPACE)
+# Unicode currency symbols (category Sc).
+_CURRENCY = (
+    "$\xa2-\xa5\u058f\u060b\u07fe\u07ff\u09f2\u09f3\u09fb\u0af1\u0bf9\u0e3f\u17db"
+    "\u20a0-\u20cf\ua838\ufdfc\ufe69\uff04\uffe0\uffe1\uffe5\uffe6"
+)
+NUMBER = re.compile(
+    rf"(?:[{_CURRENCY}]|(?<![\w.,:/+\u2212-])[-+\u2212](?=\d))?"  # currency or sign
+    r"\d+(?:[.,:/-]\d+)*[%\u2030]?"  # digits with inner separators, trailing % or ‰
+)
+# A sentence ends after . ! ? ; followed by whitespace, the end or writing without spaces,
+# and after 。！？；｡ wherever they are, with the closing quotes/brackets that follow them.
+_CLOSERS = re.escape("\"'”’」』）】〕〉》〗〙〛｣)]")
+_SENTENCE_END = re.compile(rf"[.!?;](?=\s|\Z|[{_NO_SPACE_CLASS}])|[。！？；｡][{_CLOSERS}]*")
+_LINE_BREAK = re.compile(r"\r\n?|\n")
+_SPACE = re.compile(r"\s")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -42,7 +92,7 @@ class Alignment:
     word_first_token: np.ndarray
     word_n_tokens: np.ndarray
     sentence_cut: np.ndarray
-    newline_cum: np.ndarray  # newline_cum[i] = number of "\n" in text[:i]
+    newline_cum: np.ndarray  # newline_cum[i] = line breaks (LF, CRLF, CR) in text[:i]
 
     @property
     def n_tokens(self) -> int:
@@ -60,18 +110,27 @@ class Alignment:
         ]
 
 
-def _codepoints(text: str) -> np.ndarray:
+def codepoints(text: str) -> np.ndarray:
+    """The text's code points: a uint32 array, one per character."""
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
-def _char_classes(cps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per character: is punctuation/symbol, is whitespace, is a sentence end."""
+def _char_classes(cps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per character: is punctuation/symbol, is whitespace."""
     uniq, inverse = np.unique(cps, return_inverse=True)
     chars = [chr(c) for c in uniq.tolist()]
     punct = np.array([unicodedata.category(c)[0] in "PS" for c in chars], dtype=bool)
     space = np.array([c.isspace() for c in chars], dtype=bool)
-    end = np.array([c in SENTENCE_END for c in chars], dtype=bool)
-    return punct[inverse], space[inverse], end[inverse]
+    return punct[inverse], space[inverse]
+
+
+def no_space(cps: np.ndarray) -> np.ndarray:
+    """Per code point: does it belong to a script written without spaces (``NO_SPACE``)?"""
+    return np.searchsorted(_NO_SPACE_EDGES, cps, side="right") % 2 == 1
+
+
+def _no_space_char(ch: str) -> bool:
+    return bisect.bisect_right(_NO_SPACE_EDGE_LIST, ord(ch)) % 2 == 1
 
 
 def _cumsum0(mask: np.ndarray) -> np.ndarray:
@@ -80,8 +139,36 @@ def _cumsum0(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _cover_index(n: int, spans: list[tuple[int, int]]) -> np.ndarray:
+    """Per character of an ``n``-character text: the index of the (disjoint) ``spans`` that
+    covers it, else -1."""
+    out = np.full(n + 1, -1, dtype=np.int64)
+    if spans:
+        se = np.asarray(spans, dtype=np.int64)
+        mark = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(mark, se[:, 0], 1)
+        np.add.at(mark, se[:, 1], -1)
+        inside = np.cumsum(mark)[:n] > 0
+        out[:n][inside] = (np.cumsum(np.bincount(se[:, 0], minlength=n)[:n]) - 1)[inside]
+    return out
+
+
+def line_breaks(cps: np.ndarray) -> np.ndarray:
+    """Per code point: does a line break end here (``\\n``, or a ``\\r`` not followed by
+    ``\\n``; a CRLF is one break, at its ``\\n``)?"""
+    cr = cps == 13
+    cr[:-1] &= cps[1:] != 10
+    return (cps == 10) | cr
+
+
 def align(text: str, tokenizer: Any) -> Alignment:
-    """Tokenize ``text`` once (no special tokens) and group its tokens into words."""
+    """Tokenize ``text`` once (no special tokens) and group its tokens into words.
+
+    A word is the tokenizer's word with punctuation split off, except that a number
+    (``NUMBER``) is one word however many tokens and punctuation it has, and a token in a
+    script written without spaces (``NO_SPACE``) is a word of its own. Raises TypeError for
+    a tokenizer without character offsets (not a fast tokenizer).
+    """
     if not getattr(tokenizer, "is_fast", True) and not hasattr(tokenizer, "backend_tokenizer"):
         raise TypeError("the tokenizer must be a fast (Rust) tokenizer that returns offsets")
     enc = tokenizer(
@@ -95,9 +182,9 @@ def align(text: str, tokenizer: Any) -> Alignment:
     ids = np.asarray(enc["input_ids"], dtype=np.int64)
     offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
     word_ids = enc.word_ids()
-    cps = _codepoints(text)
-    punct_c, space_c, end_c = _char_classes(cps) if len(text) else (np.zeros(0, bool),) * 3
-    newline_cum = _cumsum0(cps == 10)
+    cps = codepoints(text)
+    punct_c, space_c = _char_classes(cps) if len(text) else (np.zeros(0, bool),) * 2
+    newline_cum = _cumsum0(line_breaks(cps))
 
     # Tokens that cover no visible character of their own (e.g. a bare SentencePiece "▁",
     # reported with the next token's offsets) stay encoder inputs and join the next word.
@@ -122,6 +209,13 @@ def align(text: str, tokenizer: Any) -> Alignment:
     vw, vp = wid[vis_idx], punct_tok[vis_idx]
     starts_v = np.ones(vis_idx.size, dtype=bool)
     starts_v[1:] = (vw[1:] != vw[:-1]) | vp[1:] | vp[:-1]
+    # In writing without spaces every token is a word (the tokenizer's word is a whole run).
+    vs, ve = start[vis_idx], end[vis_idx]
+    ns_first, ns_last = no_space(cps[vs]), no_space(cps[ve - 1])
+    starts_v[1:] |= ns_first[1:] | ns_last[:-1]
+    # A number is one word: a token inside the number the previous token ends in continues it.
+    number = _cover_index(len(text), [m.span() for m in NUMBER.finditer(text)])
+    starts_v[1:] &= ~((number[vs[1:]] >= 0) & (number[vs[1:]] == number[ve[:-1] - 1]))
     prev_visible = np.concatenate([[-1], vis_idx[:-1]])
     new_word = np.zeros(ids.shape[0], dtype=bool)
     new_word[prev_visible[starts_v] + 1] = True
@@ -144,12 +238,11 @@ def align(text: str, tokenizer: Any) -> Alignment:
     # and only where the next token starts a new word.
     next_start = np.append(start[1:], len(text))
     line_break = newline_cum[next_start] - newline_cum[end] > 0
+    end_c = np.zeros(len(text) + 1, dtype=bool)
+    end_c[[m.end() - 1 for m in _SENTENCE_END.finditer(text)]] = True
     sent_end = np.zeros(ids.shape[0], dtype=bool)
     nonempty = width > 0
     sent_end[nonempty] = end_c[end[nonempty] - 1]
-    # ...followed by whitespace or the end of the text ("x.bar" is not a sentence end).
-    after = np.minimum(end, len(text) - 1)
-    sent_end &= (end >= len(text)) | space_c[after]
     next_new = np.append(new_word[1:], True)
     cut = (sent_end | line_break) & next_new
     return Alignment(
@@ -174,7 +267,7 @@ def chunk_spans(al: Alignment, window: int) -> list[tuple[int, int]]:
     word start, else (one word longer than a window) at the window edge.
     """
     if window < 1:
-        raise ValueError(f"window must be >= 1 token, got {window}")
+        raise ArgumentError(f"window must be >= 1 token, got {window}")
     n = al.n_tokens
     cuts = np.flatnonzero(al.sentence_cut) + 1  # chunk may end at these token indices
     word_starts = al.word_first_token
@@ -198,7 +291,7 @@ def chunk_spans(al: Alignment, window: int) -> list[tuple[int, int]]:
 def check_unit(unit: Any) -> str:
     """``unit`` if it is one of ``UNITS``, else a ValueError naming the allowed ones."""
     if unit not in UNITS:
-        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        raise ArgumentError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
     return str(unit)
 
 
@@ -217,18 +310,45 @@ def span_ids(al: Alignment, unit: str) -> np.ndarray:
 
 
 def line_indent(text: str, pos: int) -> str:
-    """The leading blanks of the line containing character ``pos``."""
-    line_start = text.rfind("\n", 0, pos) + 1
+    """The leading blanks of the line (ended by LF, CRLF or CR) containing character ``pos``."""
+    lo, width, line_start = pos, 256, 0
+    while lo > 0:  # look back in growing windows: the cost is the line's length, not pos
+        lo = max(0, pos - width)
+        brk = max(text.rfind("\n", lo, pos), text.rfind("\r", lo, pos))
+        if brk >= 0:
+            line_start = brk + 1
+            break
+        width *= 4
     return _INDENT.match(text, line_start).group(0)
+
+
+def line_break(text: str, pos: int) -> str:
+    """The first line break (``"\\n"``, ``"\\r\\n"`` or ``"\\r"``) at or after ``pos``;
+    ``"\\n"`` if there is none."""
+    m = _LINE_BREAK.search(text, pos)
+    return m.group() if m else "\n"
+
+
+def join_gap(text: str, end: int, start: int) -> str:
+    """What joins two kept pieces ``text[..end]`` and ``text[start..]`` when the words
+    between them were dropped: one space where the dropped stretch held whitespace, nothing
+    where it held none and either piece meets it in a script written without spaces (CJK,
+    kana, Thai, ...), else one space (``x.bar`` without the dot is ``x bar``, not ``xbar``)."""
+    if _SPACE.search(text, end, start) is None and (
+        _no_space_char(text[end - 1]) or _no_space_char(text[start])
+    ):
+        return ""
+    return " "
 
 
 def render(al: Alignment, keep: np.ndarray, *, keep_newlines: bool = True) -> str:
     """Rebuild text from the kept words (boolean mask over words).
 
     Neighbouring kept words are joined by their original gap; where words were dropped in
-    between, by one space, or (``keep_newlines``) by the line breaks of the dropped stretch
-    (at most as many as the largest original gap held) plus the indentation of the next
-    word's line.
+    between, by ``join_gap`` (one space, or nothing in writing without spaces), or
+    (``keep_newlines``) by the line breaks of the dropped stretch (at most as many as the
+    largest original gap held, in the text's own style: LF, CRLF or CR) plus the indentation
+    of the next word's line. Without ``keep_newlines`` a line break becomes one space.
     """
     idx = np.flatnonzero(keep)
     if idx.size == 0:
@@ -255,15 +375,34 @@ def render(al: Alignment, keep: np.ndarray, *, keep_newlines: bool = True) -> st
             sep = line_indent(text, s) if keep_newlines else ""
         elif adj_l[j]:
             sep = text[we_l[j - 1] : s]
-            if not keep_newlines and "\n" in sep:
+            if not keep_newlines and ("\n" in sep or "\r" in sep):
                 sep = " "
         elif keep_newlines and max_nl[j - 1] > 0:
-            sep = "\n" * max_nl[j - 1] + line_indent(text, s)
+            sep = line_break(text, we_l[j - 1]) * max_nl[j - 1] + line_indent(text, s)
+        elif text[we_l[j - 1]].isspace() or text[s - 1].isspace():
+            sep = " "  # (join_gap's answer, fast)
         else:
-            sep = " "
+            sep = join_gap(text, we_l[j - 1], s)
         pieces.append(sep)
         pieces.append(text[s:e])
     return "".join(pieces)
+
+
+def render_parts(
+    al: Alignment,
+    keep: np.ndarray,
+    segments: Sequence[tuple[int, int]],
+    *,
+    keep_newlines: bool = True,
+) -> tuple[str, ...]:
+    """``render`` of the kept words inside each ``[start, end)`` character range of
+    ``segments`` (e.g. the contexts of a list joined into one text): one string per segment,
+    in order, ``""`` where no word of it is kept."""
+    out = []
+    for lo, hi in segments:
+        inside = keep & (al.word_start >= lo) & (al.word_end <= hi)
+        out.append(render(al, inside, keep_newlines=keep_newlines))
+    return tuple(out)
 
 
 def special_layout(tokenizer: Any) -> SpecialLayout:

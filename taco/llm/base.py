@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from taco.errors import UserError
@@ -58,7 +58,17 @@ class LLM(abc.ABC):
         """Log-probability of each continuation (the assistant's reply) given its prompt.
 
         ``mean`` is per continuation token, ``sum`` the total; an empty continuation gives 0.0.
+        Raises ValueError when the two sequences differ in length, ``LLMError`` when the
+        backend cannot score (backends implement ``_loglik``).
         """
+        if len(prompts) != len(continuations):
+            raise ValueError("loglik: prompts and continuations differ in length")
+        return self._loglik(prompts, continuations, reduction)
+
+    def _loglik(
+        self, prompts: Sequence[str], continuations: Sequence[str], reduction: Reduction
+    ) -> list[float]:
+        """The backend's ``loglik`` (lengths already checked); by default it cannot score."""
         raise LLMError(
             f"{type(self).__name__} cannot score log-likelihoods; use llm.backend: local "
             "(or a reward that generates, e.g. taco_rl)"
@@ -106,8 +116,14 @@ class CachedLLM(LLM):
         }
 
     def _cached(
-        self, kind: str, prompts: Sequence[str], extras: Sequence[Any], compute: Any
+        self,
+        kind: str,
+        prompts: Sequence[str],
+        extras: Sequence[Any],
+        compute: Callable[[list[int]], Sequence[Any]],
     ) -> list[Any]:
+        """Answers of ``kind`` for ``prompts`` (``extras``: what else keys each answer), from
+        the cache, or from ``compute(indices)`` for the prompts not found (then stored)."""
         keys = [cache_key(kind, self.identity, p, e) for p, e in zip(prompts, extras, strict=True)]
         found = self.cache.get_many(keys)
         todo = {k: i for i, k in enumerate(keys) if k not in found}  # dedupes repeated prompts
@@ -131,15 +147,9 @@ class CachedLLM(LLM):
             lambda idx: self.inner.generate([prompts[i] for i in idx], n),
         )
 
-    def loglik(
-        self,
-        prompts: Sequence[str],
-        continuations: Sequence[str],
-        *,
-        reduction: Reduction = "mean",
+    def _loglik(
+        self, prompts: Sequence[str], continuations: Sequence[str], reduction: Reduction
     ) -> list[float]:
-        if len(prompts) != len(continuations):
-            raise ValueError("loglik: prompts and continuations differ in length")
         return self._cached(
             "loglik",
             prompts,

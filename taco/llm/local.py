@@ -223,12 +223,8 @@ class LocalLLM(LLM):
     # ----------------------------------------------------------------------- log-likelihood
 
     @torch.inference_mode()
-    def loglik(
-        self,
-        prompts: Sequence[str],
-        continuations: Sequence[str],
-        *,
-        reduction: Reduction = "mean",
+    def _loglik(
+        self, prompts: Sequence[str], continuations: Sequence[str], reduction: Reduction
     ) -> list[float]:
         """One forward pass per batch; the LM head runs only on the continuation positions.
 
@@ -237,8 +233,6 @@ class LocalLLM(LLM):
         the continuation is the assistant's reply right after the generation prompt, scored
         without an end-of-turn token (a teacher output cut at max_new_tokens has none).
         """
-        if len(prompts) != len(continuations):
-            raise ValueError("loglik: prompts and continuations differ in length")
         conts = [
             list(c)
             for c in self.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]

@@ -10,6 +10,7 @@ request header and is redacted from every log line.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import http.client
 import json
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from taco.config import LLMParams, OpenAIParams
 from taco.llm.base import LLM
 
 log = logging.getLogger(__name__)
@@ -123,22 +125,14 @@ class OpenAILLM(LLM):
         self._key = _Secret(key) if key else None
 
     @classmethod
-    def from_params(cls, params: Any) -> OpenAILLM:
-        """Build from an ``LLMParams`` whose ``backend`` is ``openai``."""
-        o = params.openai
+    def from_params(cls, params: LLMParams) -> OpenAILLM:
+        """Build from the ``llm`` section: every ``llm.openai`` key is the constructor
+        argument of the same name; model, seed and decoding length are shared ``llm`` keys."""
+        endpoint = {
+            f.name: getattr(params.openai, f.name) for f in dataclasses.fields(OpenAIParams)
+        }
         return cls(
-            base_url=o.base_url,
-            model=params.model,
-            api_key_env=o.api_key_env,
-            api_key_header=o.api_key_header,
-            timeout_s=o.timeout_s,
-            max_retries=o.max_retries,
-            backoff_base_s=o.backoff_base_s,
-            backoff_max_s=o.backoff_max_s,
-            concurrency=o.concurrency,
-            seed=params.seed,
-            max_new_tokens=params.max_new_tokens,
-            tokenizer=o.tokenizer,
+            model=params.model, seed=params.seed, max_new_tokens=params.max_new_tokens, **endpoint
         )
 
     def __repr__(self) -> str:

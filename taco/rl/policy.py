@@ -1,4 +1,5 @@
-"""The training policy: encoder keep-probabilities → sampled keep/drop masks → compressed text.
+"""The training policy: encoder keep-probabilities → sampled keep/drop masks → compressed text
+(docs/algorithm.md §3 actions, §4 sampling).
 
 Inputs are built exactly as the inference ``Compressor`` builds them
 (``Compressor.prepare(text, question)``: the encoder reads ``question [SEP] context`` chunks of

@@ -1,4 +1,5 @@
-"""REINFORCE math as pure tensor functions: masked log-probs and entropy, baselines, loss.
+"""REINFORCE math as pure tensor functions: masked log-probs and entropy, baselines, loss
+(docs/algorithm.md §2; Plackett–Luce log-probs of budget samples: §4).
 
 Shapes: ``B`` prompts, ``k`` samples per prompt, ``T`` action positions (padded). The policy
 gives, per prompt and position, ``logp_keep`` and ``logp_drop`` (log-probabilities of the two

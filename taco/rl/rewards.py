@@ -5,7 +5,7 @@ means "cannot score" (the LLM gave no answer, no teacher output): the trainer gi
 sample zero advantage and counts it — never a bonus (the reference code's +0.4 bug).
 
 Built-in rewards (``reward.name`` in params.yaml), both with the paper's rate window
-(ALGORITHM.md §3; L_o / L_c = original / compressed length in target-LLM tokens):
+(docs/algorithm.md §1; L_o / L_c = original / compressed length in target-LLM tokens):
 
 - ``taco_rl``: ``L_c <= floor·L_o`` → ``floor_penalty`` (-0.4); ``|L_c - rate·L_o| > τ`` →
   ``window_penalty`` (-0.1); else ``metric(ŷ, y)`` with ŷ the LLM output on the compressed
@@ -93,7 +93,7 @@ def windowed(
 
 
 def taco_rl_reward(batch: RewardBatch, params: RewardParams) -> list[float | None]:
-    """ALGORITHM.md §3: penalties outside the window, else the task metric of ŷ against y."""
+    """docs/algorithm.md §1: penalties outside the window, else the task metric of ŷ against y."""
     outputs, teacher = batch.column("outputs"), batch.column("teacher_outputs")
 
     def score(i: int) -> float | None:
@@ -229,13 +229,7 @@ def compute_rewards(
             for i, ll in zip(todo, llm.loglik(prompts, conts, reduction="mean"), strict=True):
                 logliks[i] = ll
     batch = RewardBatch(
-        task=task,
-        original_tokens=original_tokens,
-        compressed_tokens=compressed_tokens,
-        outputs=outputs,
-        teacher_outputs=teacher_outputs,
-        references=references,
-        logliks=logliks,
+        task, original_tokens, compressed_tokens, outputs, teacher_outputs, references, logliks
     )
     asked = len(todo) if spec.needs != "none" else 0
     return RewardResult(spec.fn(batch, params), outputs, logliks, asked)

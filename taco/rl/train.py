@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -66,6 +66,13 @@ from taco.rl.reinforce import (
     sequence_log_prob,
 )
 from taco.rl.rows import TrainError, TrainRow, batch_indices, load_rows
+
+if TYPE_CHECKING:
+    from dvclive import Live
+
+    from taco.llm.base import LLM
+    from taco.rl.rewards import RewardResult
+    from taco.tasks.registry import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +141,7 @@ class Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
-def set_budget_units(compressor: Compressor, llm: Any, units: str) -> None:
+def set_budget_units(compressor: Compressor, llm: LLM, units: str) -> None:
     """Count ``compressor``'s budgets (sampling, ``reward/val``, the bench) in the reward
     LLM's tokens (``units`` "llm", ``train.budget_tokens``: the reward's L_o and L_c, so RL
     cannot gain by keeping words the encoder counts as cheaper than the LLM reads them) or
@@ -148,8 +155,8 @@ def train_step(
     compressor: Compressor,
     rows: Sequence[TrainRow],
     *,
-    llm: Any,
-    task: Any,
+    llm: LLM,
+    task: TaskSpec,
     params: Params,
     generator: torch.Generator,
     timer: Timer,
@@ -158,8 +165,6 @@ def train_step(
 
     Returns the loss (not yet backpropagated) and per-step sums for logging.
     """
-    from taco.rl.rewards import compute_rewards
-
     p: TrainParams = params.train
     k = p.samples_per_prompt
     with timer("encoder_forward"), autocast(compressor.device, p.bf16):
@@ -193,18 +198,8 @@ def train_step(
     n = len(texts)
     scored_rows = [r for r in rows for _ in range(k)] + (list(rows) if greedy else [])
     with timer("llm_and_reward"):
-        result = compute_rewards(
-            params.reward.name,
-            llm,
-            task,
-            compressed_contexts=texts + greedy,
-            questions=[r.example.question for r in scored_rows],
-            original_tokens=[r.context_tokens for r in scored_rows],
-            compressed_tokens=compressed,
-            teacher_outputs=[r.teacher for r in scored_rows],
-            references=[r.example.references for r in scored_rows],
-            params=params.reward,
-            max_new_tokens=params.llm.max_new_tokens,
+        result = row_rewards(
+            texts + greedy, compressed, scored_rows, llm=llm, task=task, params=params
         )
     with timer("loss"):
         rewards = rewards_tensor([result.rewards[i * k : (i + 1) * k] for i in range(len(rows))])
@@ -236,6 +231,35 @@ def train_step(
     return loss, sums
 
 
+def row_rewards(
+    texts: Sequence[str],
+    compressed_tokens: Sequence[int],
+    rows: Sequence[TrainRow],
+    *,
+    llm: LLM,
+    task: TaskSpec,
+    params: Params,
+) -> RewardResult:
+    """``reward.name``'s rewards of the compressed contexts ``texts``, one per row of
+    ``rows`` (``compressed_tokens``: their lengths in the LLM's tokens, L_c), scored with
+    each row's question, L_o, teacher output and references."""
+    from taco.rl.rewards import compute_rewards
+
+    return compute_rewards(
+        params.reward.name,
+        llm,
+        task,
+        compressed_contexts=texts,
+        questions=[r.example.question for r in rows],
+        original_tokens=[r.context_tokens for r in rows],
+        compressed_tokens=compressed_tokens,
+        teacher_outputs=[r.teacher for r in rows],
+        references=[r.example.references for r in rows],
+        params=params.reward,
+        max_new_tokens=params.llm.max_new_tokens,
+    )
+
+
 def deployed_texts(compressor: Compressor, rows: Sequence[TrainRow], params: Params) -> list[str]:
     """What inference would deploy for ``rows``: ``Compressor.compress`` at the target rate
     (greedy, budgeted, no autograd)."""
@@ -253,32 +277,18 @@ def deployed_texts(compressor: Compressor, rows: Sequence[TrainRow], params: Par
 
 
 def validation_reward(
-    compressor: Compressor, rows: Sequence[TrainRow], *, llm: Any, task: Any, params: Params
+    compressor: Compressor, rows: Sequence[TrainRow], *, llm: LLM, task: TaskSpec, params: Params
 ) -> float:
     """Mean reward of what inference would deploy: ``Compressor.compress`` at the target
     rate (greedy, budgeted), on fixed validation rows — a learning curve free of sampling
     and batch-composition noise."""
-    from taco.rl.rewards import compute_rewards
-
     texts = deployed_texts(compressor, rows, params)
-    result = compute_rewards(
-        params.reward.name,
-        llm,
-        task,
-        compressed_contexts=texts,
-        questions=[r.example.question for r in rows],
-        original_tokens=[r.context_tokens for r in rows],
-        compressed_tokens=llm.count_tokens(texts),
-        teacher_outputs=[r.teacher for r in rows],
-        references=[r.example.references for r in rows],
-        params=params.reward,
-        max_new_tokens=params.llm.max_new_tokens,
-    )
+    result = row_rewards(texts, llm.count_tokens(texts), rows, llm=llm, task=task, params=params)
     scored = [x for x in result.rewards if x is not None]
     return sum(scored) / len(scored) if scored else math.nan
 
 
-def step_metrics(sums: dict[str, float], llm: Any, seconds: float) -> dict[str, float]:
+def step_metrics(sums: dict[str, float], llm: LLM, seconds: float) -> dict[str, float]:
     """The logged metrics of one step from summed counters (all ranks)."""
     n = max(sums["samples"], 1.0)
     llm_metrics = llm.metrics() if hasattr(llm, "metrics") else {}
@@ -322,7 +332,7 @@ def _drop_torn_summary(summary: Path) -> None:
         summary.unlink()
 
 
-def _open_live(reports: Path, resume_step: int | None) -> Any:
+def _open_live(reports: Path, resume_step: int | None) -> Live | None:
     try:
         from dvclive import Live
     except ImportError:  # a bare GPU box: the curve is still in taco_run.json
@@ -340,7 +350,7 @@ def _open_live(reports: Path, resume_step: int | None) -> Any:
 
 
 def train(
-    params: Params, root: Path = Path("."), *, llm: Any = None, progress: bool = True
+    params: Params, root: Path = Path("."), *, llm: LLM | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Run TACO-RL training; returns the run record written to ``taco_run.json``."""
     from tqdm.auto import tqdm
@@ -544,7 +554,7 @@ def train(
 
 
 def _better(
-    best: dict[str, Any] | None, step: int, val: float, model: Any, keep: str
+    best: dict[str, Any] | None, step: int, val: float, model: torch.nn.Module | None, keep: str
 ) -> dict[str, Any] | None:
     """``train.keep: best_val``: the best ``reward/val`` point so far (ties: the earlier),
     with a CPU copy of its weights (``model`` None: the final weights, which need none)."""

@@ -7,7 +7,7 @@ Label sources (``warmstart.labels``):
   covers. Words are ranked by self-information per encoder token and the top ones are
   labelled keep until ``warmstart.rate`` of the context's tokens is reached (the same
   budgeted selection inference uses).
-- ``llm`` (LLMLingua-2's recipe, ALGORITHM.md §5): the configured LLM compresses each context
+- ``llm`` (LLMLingua-2's recipe, docs/algorithm.md §7): the configured LLM compresses each context
   by deleting words only; its output is aligned back to the context's words in order, and
   contexts whose output aligns badly (< ``warmstart.min_alignment`` of its words found) or
   does not compress at all are dropped.
@@ -34,7 +34,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,6 +48,12 @@ from taco.layout import WARMSTART_RECORD, Layout
 from taco.rl.checkpoint import is_compressor, save_model_atomic
 from taco.rl.optim import adamw, autocast, training_attention
 from taco.rl.rows import TrainError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from taco.llm.base import LLM
+    from taco.llm.local import LocalLLM
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +111,11 @@ def mix_position(scores: np.ndarray, position_bias: float) -> np.ndarray:
 
 @torch.inference_mode()
 def lm_surprisal(
-    model: Any, tokenizer: Any, texts: Sequence[str], batch_tokens: int = 2048
-) -> list[tuple[Any, Any]]:
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    batch_tokens: int = 2048,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(offsets, surprisal in nats) of every LM token of each text (first token without a
     BOS: the text's mean). Length-sorted, right-padded batches of about ``batch_tokens``."""
     from taco.compress.encoder import length_buckets
@@ -126,7 +135,7 @@ def lm_surprisal(
         for t in texts
     ]
     seqs = [prefix + list(e["input_ids"]) for e in encs]
-    out: list[tuple[Any, Any]] = [
+    out: list[tuple[np.ndarray, np.ndarray]] = [
         (np.asarray(e["offset_mapping"], dtype=np.int64).reshape(-1, 2), np.zeros(0)) for e in encs
     ]
     todo = [i for i, e in enumerate(encs) if e["input_ids"]]
@@ -150,9 +159,9 @@ def lm_surprisal(
 
 
 def self_information_labels(
-    llm: Any, alignments: Sequence[Alignment], rate: float, position_bias: float = 0.0
+    llm: LocalLLM, alignments: Sequence[Alignment], rate: float, position_bias: float = 0.0
 ) -> list[np.ndarray]:
-    """Word keep labels from a local causal LM's surprisal (``llm`` has ``model``/``tokenizer``)."""
+    """Word keep labels from a local causal LM's surprisal (its ``model`` and ``tokenizer``)."""
     stats = lm_surprisal(llm.model, llm.tokenizer, [al.text for al in alignments])
     labels = []
     for al, (offsets, s) in zip(alignments, stats, strict=True):
@@ -188,9 +197,9 @@ def align_deletion(original: Sequence[str], compressed: Sequence[str], window: i
 
 
 def llm_labels(
-    llm: Any,
+    llm: LLM,
     alignments: Sequence[Alignment],
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     *,
     goal: str,
     min_alignment: float,

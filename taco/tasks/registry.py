@@ -2,9 +2,10 @@
 
 A template has a ``{context}`` field (the only part a compressor touches) and, for tasks with a
 question, a ``{question}`` field placed *after* the context, so the question is never
-compressed and stays next to the answer cue. Built-in templates follow ALGORITHM.md §3;
-``tasks.templates`` in params.yaml overrides the wording (the default params.yaml asks the
-code task for "one sentence", which the embedded SmolLM2 needs to summarise instead of echoing).
+compressed and stays next to the answer cue. Built-in templates are the paper's
+(docs/algorithm.md §1); ``tasks.templates`` in params.yaml overrides the wording (the default
+params.yaml asks the code task for "one sentence", which the embedded SmolLM2 needs to
+summarise instead of echoing).
 
 A user task adds itself in one place::
 
@@ -19,7 +20,7 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from taco.config import ConfigError
+from taco.config import ConfigError, Params, TaskParams
 from taco.tasks.metrics import get_metric
 
 
@@ -134,8 +135,8 @@ def register_task(
     return TASKS.register(name, template, metric, postprocess, **kw)
 
 
-def get_task(name: str, params: Any = None) -> TaskSpec:
-    """The task spec, with ``params.tasks.templates`` (a ``Params`` or ``TaskParams``) applied."""
+def get_task(name: str, params: Params | TaskParams | None = None) -> TaskSpec:
+    """The task spec, with the templates of ``params.tasks`` (or of a ``TaskParams``) applied."""
     tasks = getattr(params, "tasks", params)
     templates = getattr(tasks, "templates", None)
     return TASKS.get(name, templates)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import pytest
 
-from taco.config import LLMParams, from_mapping
+from taco.config import LLMParams, OpenAIParams, from_mapping
 from taco.llm import build_llm
 from taco.llm.base import CachedLLM, LLMError
 from taco.llm.openai import OpenAILLM, parse_chat_response, parse_retry_after
@@ -172,6 +173,35 @@ def test_build_llm_from_params_with_the_cache(tmp_path: Path) -> None:
         assert llm.metrics()["llm/failures"] == 0.0 and llm.metrics()["llm/calls"] == 2.0
         with pytest.raises(LLMError, match="cannot score log-likelihoods"):
             llm.loglik(["p"], ["c"])
+
+
+def test_from_params_passes_every_openai_key() -> None:
+    endpoint = {
+        "base_url": "https://example.invalid/v1",
+        "api_key_env": None,
+        "api_key_header": "api-key",
+        "timeout_s": 7.0,
+        "max_retries": 2,
+        "backoff_base_s": 0.5,
+        "backoff_max_s": 9.0,
+        "concurrency": 3,
+        "tokenizer": "some-tokenizer-folder",
+    }
+    assert set(endpoint) == {f.name for f in dataclasses.fields(OpenAIParams)}
+    params = from_mapping(
+        LLMParams,
+        {"backend": "openai", "model": "m", "seed": 7, "max_new_tokens": 5, "openai": endpoint},
+        "llm",
+    )
+    llm = OpenAILLM.from_params(params)
+    got = (llm.base_url, llm.api_key_header, llm.timeout_s, llm.max_retries, llm.backoff_base_s)
+    assert got == ("https://example.invalid/v1", "api-key", 7.0, 2, 0.5)
+    assert (llm.backoff_max_s, llm.concurrency, llm.tokenizer_source) == (
+        9.0,
+        3,
+        endpoint["tokenizer"],
+    )
+    assert (llm.model, llm.seed, llm.max_new_tokens, llm._key) == ("m", 7, 5, None)
 
 
 def test_parsers() -> None:
