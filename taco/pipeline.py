@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -125,9 +126,9 @@ def run_stage(
     ``push``: afterwards, send the DVC-tracked outputs to the remote (``taco data push``:
     only after a passing validation). The stage's output is logged line by line.
 
-    Returns ``{"stage", "ran", "seconds", "summary"}`` (``ran`` False when DVC found the
-    stage up to date or restored its outputs from its run cache; ``summary`` is the dict the
-    stage printed, or None).
+    Returns ``{"stage", "ran", "seconds", "cpu_seconds", "summary"}``: ``ran`` False when DVC
+    found the stage up to date or restored its outputs from its run cache; ``cpu_seconds`` of
+    the stage's processes; ``summary`` the dict the stage printed, or None.
     Raises ``UserError`` / ``StageFailed`` with the stage's own one-line message when it
     exited 2 / 1 (a "no" that a retry will not change), ``StageCrashed`` otherwise.
     """
@@ -158,7 +159,7 @@ def _run_logged(stage: str, args: list[str], root: Path) -> dict[str, Any]:
         "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "15"),  # progress in a log
     }
     log.info("%s: %s (in %s)", stage, " ".join(args[1:]), root)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _children_cpu()
     tail: collections.deque[str] = collections.deque(maxlen=60)
     summary: dict[str, Any] | None = None
     skipped: str | None = None
@@ -186,10 +187,25 @@ def _run_logged(stage: str, args: list[str], root: Path) -> dict[str, Any]:
                     summary = json.loads(line)
         code = proc.wait()
     seconds = round(time.perf_counter() - start, 1)
+    cpu = round(_children_cpu() - cpu_start, 1)
     if code != 0:
         raise _failure(stage, code, list(tail))
-    log.info("%s: %s in %.1f s", stage, skipped or "done", seconds)
-    return {"stage": stage, "ran": skipped is None, "seconds": seconds, "summary": summary}
+    log.info("%s: %s in %.1f s (CPU %.1f s)", stage, skipped or "done", seconds, cpu)
+    return {
+        "stage": stage,
+        "ran": skipped is None,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "summary": summary,
+    }
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (a stage's whole
+    process tree once it has been waited for): a figure that a busy machine inflates less
+    than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _failure(stage: str, code: int, tail: list[str]) -> Exception:

@@ -41,6 +41,7 @@ def project(tmp_path: Path) -> Path:
 def test_a_stage_runs_then_is_skipped_and_a_runs_settings_reach_dvc_lock(project: Path) -> None:
     first = pipeline.run_stage("ok", project)
     assert first["ran"] is True and first["summary"] == {"rows": 3}
+    assert first["cpu_seconds"] > 0  # dvc and the stage: children of this process
     again = pipeline.run_stage("ok", project)
     assert again["ran"] is False and again["summary"] is None
     third = pipeline.run_stage("ok", project, {"steps": 7, "task": None})
