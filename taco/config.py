@@ -12,6 +12,7 @@ the only ones (params.yaml repeats them, a test holds the two equal) and the hel
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import re
 import types
@@ -577,6 +578,11 @@ class TrainParams:
         "last", "saved weights: last | best_val (the best reward/val point, the start included)"
     )
     max_bad_steps: int = key(5, "non-finite losses skipped before the run stops")
+    nproc_per_node: int = key(
+        1,
+        "processes `taco train` runs (one per GPU): > 1 relaunches it under torchrun "
+        "--standalone --nproc_per_node=N (data-parallel); 1 = this process",
+    )
 
     def validate(self) -> None:
         check_range("train.steps", self.steps, 1, 10**9)
@@ -606,6 +612,7 @@ class TrainParams:
         check_range("train.eval_every", self.eval_every, 1, 10**9)
         check_range("train.eval_rows", self.eval_rows, 0, 10**6)
         check_range("train.max_bad_steps", self.max_bad_steps, 0, 10**9)
+        check_range("train.nproc_per_node", self.nproc_per_node, 1, 1024)
         if self.max_rows is not None:
             check_range("train.max_rows", self.max_rows, 1, 10**9)
         if self.train_layers is not None:
@@ -875,6 +882,58 @@ class ServeParams:
         check_range("serve.batch_max_latency_ms", self.batch_max_latency_ms, 1, 10**7)
 
 
+# --- orchestration (dags/taco_retrain.py, dags/taco_reproduce.py): the Airflow engineer --
+
+
+@dataclasses.dataclass(frozen=True)
+class AirflowParams:
+    """The Airflow DAGs: when `taco_retrain` runs, where its training task goes, retries."""
+
+    schedule: str | None = key(
+        "@weekly",
+        "cron expression or preset (@daily, @weekly) of taco_retrain; null = none (with asset "
+        "null too: runs only when triggered)",
+    )
+    asset: str | None = key(
+        None,
+        "URI of an Airflow Asset for the raw source (e.g. file:///data/incoming/code.jsonl): an "
+        "asset event (a producer DAG's outlet, or POST /api/v2/assets/events) triggers a run, "
+        "besides the schedule; null = none",
+    )
+    start_date: str = key("2026-01-01", "first schedulable date, UTC (catchup is off)")
+    retries: int = key(
+        2, "retries of a task that crashed (a stage that says no, exit 1/2, is never retried)"
+    )
+    retry_delay_s: float = key(60.0, "seconds before a crashed task is retried")
+    train_queue: str = key(
+        "default",
+        "Airflow queue of the train task (e.g. gpu: Celery workers started with "
+        "`airflow celery worker -q gpu`); LocalExecutor ignores it",
+    )
+    train_pool: str = key(
+        "default_pool", "Airflow pool of the train task (e.g. gpu, sized to the GPU workers)"
+    )
+    reproduce_tolerance: float = key(
+        0.01,
+        "taco_reproduce: largest absolute difference between a recorded and a reproduced "
+        "score (scores in [0, 1]) that still counts as a match",
+    )
+
+    def validate(self) -> None:
+        check_range("airflow.retries", self.retries, 0, 100)
+        check_range("airflow.retry_delay_s", self.retry_delay_s, 0.0, 86_400.0)
+        check_range("airflow.reproduce_tolerance", self.reproduce_tolerance, 0.0, 1.0)
+        try:
+            datetime.date.fromisoformat(self.start_date)
+        except ValueError:
+            raise ConfigError(
+                f"airflow.start_date: {self.start_date!r} is not a date (YYYY-MM-DD)"
+            ) from None
+        for name in ("train_queue", "train_pool"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"airflow.{name}: must not be empty")
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
     """All sections of params.yaml, one typed field per section (absent sections: defaults).
@@ -897,6 +956,8 @@ class Params:
     gate: GateParams = dataclasses.field(default_factory=GateParams)
     package: PackageParams = dataclasses.field(default_factory=PackageParams)
     serve: ServeParams = dataclasses.field(default_factory=ServeParams)
+
+    airflow: AirflowParams = dataclasses.field(default_factory=AirflowParams)
 
 
 def sections() -> dict[str, type]:

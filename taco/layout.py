@@ -16,6 +16,8 @@ the same paths with ``${base.data_dir}`` templating (a test holds the two togeth
   reports/eval/               metrics.json, rows.jsonl, report.md, rate_quality.png,
                               plots/<compressor>.tsv                 (evaluate)
   reports/run/                report.html, report.md + images       (`taco report`; git-ignored)
+  reports/reproduce/          <model>.json                           (taco_reproduce)
+  reproduce/<model>/          a scratch project                      (taco_reproduce; git-ignored)
 ```
 """
 
@@ -167,3 +169,13 @@ class Layout:
     @property
     def package_report(self) -> Path:
         return self.reports_dir / PACKAGE_FILE
+
+    # -- taco_reproduce
+    @property
+    def reproduce_dir(self) -> Path:
+        """Scratch projects of taco_reproduce, ``reproduce/<model>/`` (git-ignored)."""
+        return self.data / "reproduce"
+
+    def reproduce_report(self, name: str) -> Path:
+        """``reports/reproduce/<name>.json``: recorded vs reproduced scores of a model."""
+        return self.reports_dir / "reproduce" / f"{name}.json"

@@ -91,11 +91,30 @@ def raw_out(params: Params, root: Path, rev: str | None) -> dict[str, Any]:
         text = lock.read_text(encoding="utf-8")
     else:
         text = _run(["git", "show", f"{rev}:dvc.lock"], root, f"reading dvc.lock at {rev}")
-    stages = (yaml.safe_load(text) or {}).get("stages", {})
+    entry = _ingest_out(text, target)
+    if entry is None:
+        raise VersioningError(
+            f"dvc.lock at {rev or 'the working tree'} has no ingest output {target}"
+        )
+    return entry
+
+
+def _ingest_out(lock_text: str, target: str) -> dict[str, Any] | None:
+    stages = (yaml.safe_load(lock_text) or {}).get("stages", {})
     for out in stages.get("ingest", {}).get("outs", []):
         if out.get("path") == target:
             return dict(out)
-    raise VersioningError(f"dvc.lock at {rev or 'the working tree'} has no ingest output {target}")
+    return None
+
+
+def data_version(params: Params, root: Path) -> str | None:
+    """The raw snapshot's DVC hash (``<md5>.dir``) in the working tree's dvc.lock: the data
+    version of the last ``dvc repro ingest``; None before the first one."""
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return None
+    entry = _ingest_out(lock.read_text(encoding="utf-8"), Layout.of(params, root).raw_relpath)
+    return entry["md5"] if entry else None
 
 
 def restore(params: Params, root: Path, rev: str = "HEAD", out: Path | None = None) -> Path:

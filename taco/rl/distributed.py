@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,3 +73,26 @@ def all_sum(values: Sequence[float], ranks: Ranks, device: torch.device) -> list
     t = torch.tensor(list(values), dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
     return t.tolist()
+
+
+def under_torchrun() -> bool:
+    """True inside a process that torchrun (or another launcher setting LOCAL_RANK) started."""
+    return "LOCAL_RANK" in os.environ
+
+
+def launch(nproc: int, args: Sequence[str], cwd: Path) -> int:
+    """Run ``python -m torch.distributed.run --standalone --nproc_per_node=NPROC -m taco ARGS``
+    in ``cwd`` (one rendezvous on this machine, one process per GPU) and return its exit code.
+    The ranks write to this process's stdout and stderr."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "taco",
+        *args,
+    ]
+    log.info("launching %d processes: %s", nproc, " ".join(cmd))
+    return subprocess.run(cmd, cwd=cwd, check=False).returncode

@@ -21,7 +21,9 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +33,8 @@ import torch
 
 from taco.compress.compressor import Compressor
 from taco.config import ConfigError, Params, TrainParams, to_dict
-from taco.errors import UserError
-from taco.layout import Layout
+from taco.errors import StageFailed, UserError
+from taco.layout import RUN_RECORD, Layout
 from taco.rl import policy
 from taco.rl.checkpoint import (
     data_versions,
@@ -46,7 +48,15 @@ from taco.rl.checkpoint import (
     set_rng_state,
     weights_digest,
 )
-from taco.rl.distributed import Ranks, all_sum, broadcast_parameters, init_ranks, sync_gradients
+from taco.rl.distributed import (
+    Ranks,
+    all_sum,
+    broadcast_parameters,
+    init_ranks,
+    launch,
+    sync_gradients,
+    under_torchrun,
+)
 from taco.rl.optim import adamw, autocast, freeze_for_rl, training_attention
 from taco.rl.reinforce import (
     advantages,
@@ -579,6 +589,35 @@ def _window(history: Sequence[dict[str, float]], head: bool, n: int = 10) -> dic
 
 
 def run(params: Params, root: Path = Path("."), *, no_progress: bool = False) -> dict[str, Any]:
-    """The ``train`` stage; returns steps, bad steps, seconds and the reward at both ends."""
-    record = train(params, root, progress=not no_progress)
+    """The ``train`` stage; returns steps, bad steps, seconds and the reward at both ends.
+
+    With ``train.nproc_per_node`` > 1 (and not already under torchrun) it relaunches itself
+    under torchrun with that many processes, on the same resolved params, and returns the
+    record the ranks wrote; ``StageFailed`` when torchrun fails."""
+    if params.train.nproc_per_node > 1 and not under_torchrun():
+        record = _launch_ranks(params, root, no_progress=no_progress)
+    else:
+        record = train(params, root, progress=not no_progress)
     return {k: record[k] for k in ("steps", "bad_steps", "seconds", "first_steps", "last_steps")}
+
+
+def _launch_ranks(params: Params, root: Path, *, no_progress: bool) -> dict[str, Any]:
+    """``taco train`` under torchrun on a temporary copy of the resolved ``params``."""
+    import yaml
+
+    nproc = params.train.nproc_per_node
+    fd, name = tempfile.mkstemp(prefix=".taco-train-params-", suffix=".yaml", dir=root)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(to_dict(params), fh, sort_keys=False, allow_unicode=True)
+        args = ["train", "--params", name, *(["--no-progress"] if no_progress else [])]
+        code = launch(nproc, args, root)
+    finally:
+        Path(name).unlink(missing_ok=True)
+    if code != 0:
+        raise StageFailed(
+            f"train: torchrun with {nproc} processes exited with {code} (the ranks' errors "
+            "are above)"
+        )
+    record = Layout.of(params, root).trained_model / RUN_RECORD
+    return json.loads(record.read_text(encoding="utf-8"))
