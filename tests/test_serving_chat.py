@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
@@ -135,7 +134,7 @@ def test_malformed_messages_pass_through(comp) -> None:
     assert out.messages == messages and out.compressed_texts == 0
 
 
-def test_bad_policy_rate_is_an_error(comp, tmp_path: Path) -> None:
+def test_bad_policy_rate_is_an_error(comp) -> None:
     with pytest.raises(ValueError, match=r"rate must be in \(0, 1\]"):
         compress_chat(
             comp, [{"role": "user", "content": "a b c"}], ChatPolicy(rate=0.0, min_tokens=0)

@@ -37,15 +37,20 @@ log = logging.getLogger(__name__)
 RUN_KEYS = ("start_model", "git_commit", "data_versions", "steps", "kept_step", "weights_sha256")
 
 
+def read_json(path: Path, stage: str) -> Any:
+    """The JSON that ``stage`` wrote at ``path``; UserError when missing or malformed."""
+    if not path.is_file():
+        raise UserError(f"{path} not found: run `taco {stage}` (dvc repro {stage}) first")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+
+
 def read_gate(path: Path, task: str, model: Path, root: Path) -> dict[str, Any]:
     """gate.json, checked: a mapping with a boolean ``passed``, of ``task``, judging
     ``model``; UserError naming the file and the problem otherwise."""
-    if not path.is_file():
-        raise UserError(f"{path} not found: run `taco gate` (dvc repro gate) first")
-    try:
-        gate = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    gate = read_json(path, "gate")
     if not isinstance(gate, dict) or not isinstance(gate.get("passed"), bool):
         raise UserError(f"{path}: expected an object with a boolean 'passed'")
     if gate.get("task", task) != task:
@@ -58,12 +63,7 @@ def read_gate(path: Path, task: str, model: Path, root: Path) -> dict[str, Any]:
 
 def read_metrics(path: Path, task: str) -> dict[str, float]:
     """The numeric metrics of ``task`` in the evaluation's flat metrics.json."""
-    if not path.is_file():
-        raise UserError(f"{path} not found: run `taco evaluate` (dvc repro evaluate) first")
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    metrics = read_json(path, "evaluate")
     if not isinstance(metrics, dict):
         raise UserError(f"{path}: expected an object of flat metric keys")
     ours = {
