@@ -253,14 +253,9 @@ def resolve_champion(params: Params, root: Path = Path(".")) -> Path | None:
     if champion is None:
         return None
     if champion == "production":
-        try:
-            from taco.serving.registry import production_model_path  # type: ignore[import-not-found]
-        except ImportError:
-            raise UserError(
-                "gate.champion: production needs the BentoML model registry "
-                "(taco/serving/registry.py), which this installation lacks"
-            ) from None
-        return production_model_path(params, root)
+        from taco.serving.registry import production_model_path
+
+        return production_model_path(params.base.task)
     path = Path(champion)
     path = path if path.is_absolute() else Path(root) / path
     if not (path / "config.json").is_file():
