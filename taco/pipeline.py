@@ -322,6 +322,9 @@ def _eval_table(root: Path, params: Params) -> list[str]:
     metrics = _read_json(Layout.of(params, root).eval_dir / "metrics.json")
     if not metrics:
         return []
-    from taco.eval.report import metrics_table
+    from taco.eval.gate import gated_metric
+    from taco.eval.report import comparison_table
 
-    return metrics_table(metrics, params.base.task).splitlines()
+    metric = gated_metric(params.base.task, params.gate)
+    table = comparison_table(metrics, params.base.task, metric, params.evaluate.confidence)
+    return table.splitlines()

@@ -109,12 +109,12 @@ def _ingest_out(lock_text: str, target: str) -> dict[str, Any] | None:
 
 def data_version(params: Params, root: Path) -> str | None:
     """The raw snapshot's DVC hash (``<md5>.dir``) in the working tree's dvc.lock: the data
-    version of the last ``dvc repro ingest``; None before the first one."""
-    lock = root / "dvc.lock"
-    if not lock.is_file():
+    version of the last ``dvc repro ingest``; None (logged) before the first one."""
+    try:
+        return str(raw_out(params, root, None)["md5"])
+    except VersioningError as exc:
+        log.info("no data version yet: %s", exc)
         return None
-    entry = _ingest_out(lock.read_text(encoding="utf-8"), Layout.of(params, root).raw_relpath)
-    return entry["md5"] if entry else None
 
 
 def restore(params: Params, root: Path, rev: str = "HEAD", out: Path | None = None) -> Path:

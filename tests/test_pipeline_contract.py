@@ -200,3 +200,31 @@ def test_nothing_in_taco_imports_airflow() -> None:
                 else []
             )
             assert not any(n.split(".")[0] == "airflow" for n in names), file
+
+
+def _chain(dag: typing.Any) -> list[str]:
+    """The task ids of a DAG that must be one straight chain, in order."""
+    assert len(dag.roots) == 1, f"{dag.dag_id}: roots {[t.task_id for t in dag.roots]}"
+    out, task = [], dag.roots[0]
+    while True:
+        out.append(task.task_id)
+        nxt = list(task.downstream_list)
+        if not nxt:
+            return out
+        assert len(nxt) == 1, f"{dag.dag_id}: {task.task_id} fans out to {nxt}"
+        task = nxt[0]
+
+
+def test_the_dags_run_the_stages_by_their_names_in_order() -> None:
+    """taco_retrain's tasks are the CLI's STAGES (= dvc.yaml's stages) in order, then lineage;
+    taco_reproduce reruns stages of the same names between restore and compare."""
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    stages = [s.name for s in STAGES]
+    assert list(dvc_stages()) == stages
+    assert _chain(bag.dags["taco_retrain"]) == [*stages, "lineage"]
+    reproduce = _chain(bag.dags["taco_reproduce"])
+    assert reproduce[0] == "restore" and reproduce[-1] == "compare" and "evaluate" in reproduce
+    assert reproduce[1:-1] == [s for s in stages if s in reproduce[1:-1]]

@@ -23,7 +23,9 @@ def test_deep_merge_replaces_leaves_and_merges_mappings() -> None:
     assert base["train"]["steps"] == 60  # inputs untouched
 
 
-@pytest.mark.parametrize("name", ["cpu-long.yaml", "code.yaml", "gpu.yaml", "paper.yaml"])
+@pytest.mark.parametrize(
+    "name", ["cpu-long.yaml", "code.yaml", "gpu.yaml", "paper.yaml", "squad-vllm.yaml"]
+)
 def test_shipped_overlays_validate(tmp_path: Path, name: str) -> None:
     out = write_overlaid(ROOT / "params.yaml", [ROOT / "configs" / name], tmp_path / "p.yaml")
     params = load_params(out)

@@ -29,7 +29,7 @@ from taco.data.files import write_atomic
 from taco.errors import StageFailed, UserError
 from taco.layout import BENTOFILE, METRICS_FILE, PARAMS_FILE, RUN_RECORD, Layout
 from taco.serving import registry
-from taco.versioning import VersioningError, raw_out
+from taco.versioning import data_version
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +84,6 @@ def without_none(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [without_none(v) for v in obj if v is not None]
     return obj
-
-
-def data_version(params: Params, root: Path) -> str | None:
-    """The ingest output's md5 in the working tree's dvc.lock (None, logged, without one)."""
-    try:
-        return str(raw_out(params, root, None)["md5"])
-    except VersioningError as exc:
-        log.warning("no data version: %s", exc)
-        return None
 
 
 def git_commit(root: Path) -> str | None:
