@@ -55,7 +55,7 @@ $(AIRFLOW_DB): | $(STAMP)
 run: setup $(AIRFLOW_DB)
 	@echo "make run: taco_retrain through Airflow (airflow dags test; full log: $(RUN_LOG))"
 	@set -o pipefail; $(VENV)/bin/airflow dags test taco_retrain $(if $(CONF),--conf '$(CONF)') \
-	  2>&1 | tee $(RUN_LOG) | $(RUN_SHOW) \
+	  2>&1 | tee -a $(RUN_LOG) | $(RUN_SHOW) \
 	  || { echo "make run: the run failed (the error is above; full log: $(RUN_LOG))"; exit 1; }
 	@$(PY) -m taco summary
 

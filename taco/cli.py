@@ -42,10 +42,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _read_input(path: str) -> str:
+    # newline="": the text's own line breaks (CRLF stays CRLF), never translated
     if path == "-":
-        return sys.stdin.read()
+        try:
+            return sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"standard input: not UTF-8 text (byte {exc.start})") from None
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8", newline="") as fh:
             return fh.read()
     except FileNotFoundError:
         raise UserError(f"input file not found: {path}") from None
@@ -191,7 +195,22 @@ def _run_compress(args: argparse.Namespace) -> int:
 
 
 def _params_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default="params.yaml", metavar="FILE", help="params file")
+    p.add_argument(
+        "--params",
+        default=None,
+        metavar="FILE",
+        help="params file (default: params.yaml, or the embedded defaults when there is none)",
+    )
+
+
+def _load_params(args: argparse.Namespace) -> Params:
+    """``--params FILE`` loaded and validated; a named file that is missing is an error (a
+    typo must not silently run the defaults), a missing default params.yaml gives defaults."""
+    from taco.config import load_params
+
+    if args.params is not None and not Path(args.params).is_file():
+        raise UserError(f"--params {args.params}: file not found")
+    return load_params(args.params or "params.yaml")
 
 
 def _params_command(
@@ -206,9 +225,7 @@ def _params_command(
 
 def _params_of(args: argparse.Namespace) -> Params:
     """The params file named by ``--params`` (``_params_arg``), loaded and validated."""
-    from taco.config import load_params
-
-    return load_params(args.params)
+    return _load_params(args)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,10 +425,9 @@ def _add_report(sub: argparse._SubParsersAction) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         from pathlib import Path
 
-        from taco.config import load_params
         from taco.eval.report import render
 
-        paths = render(load_params(args.params), Path.cwd())
+        paths = render(_load_params(args), Path.cwd())
         sys.stdout.write(f"{paths['html']}\n{paths['markdown']}\n")
         return 0
 
@@ -535,10 +551,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from taco.config import load_params
     from taco.serving.registry import bento_for, serving_choice
 
-    params = load_params(args.params)
+    params = _load_params(args)
     host, port = args.host or params.serve.host, args.port or params.serve.port
     record, why = serving_choice(params)
     bento = bento_for(record.tag)
@@ -548,7 +563,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         cmd.insert(4, bento)
     else:  # packaged without a bento (package.build: false): the service from source
         cmd[4:4] = ["taco.serving.service:TacoCompressor", "--arg", f"model={record.tag}"]
-        env["TACO_PARAMS"] = os.path.abspath(args.params)
+        env["TACO_PARAMS"] = os.path.abspath(args.params or "params.yaml")
     url = f"http://{host}:{port}"
     auth = params.serve.api_key_env
     header = f' -H "Authorization: Bearer ${auth}"' if auth else ""
@@ -583,9 +598,8 @@ def _add_summary(sub: argparse._SubParsersAction) -> Handler:
         from pathlib import Path
 
         from taco import pipeline
-        from taco.config import load_params
 
-        params = load_params(args.params)
+        params = _load_params(args)
         if args.json:
             sys.stdout.write(json.dumps(pipeline.lineage(Path.cwd(), params), indent=2) + "\n")
         else:

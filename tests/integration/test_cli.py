@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 import taco
+from tests.helpers.paths import ROOT, shared_data
 from tests.helpers.paths import run_taco as run
-from tests.helpers.paths import shared_data
 
 
 def test_help_and_version():
@@ -137,3 +140,22 @@ def test_unreachable_endpoint_fails_the_stage_with_exit_1(tmp_path):
     out = run("teacher", cwd=tmp_path)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("taco: failed: teacher: 4 of 4 train")
+
+
+def test_crlf_file_comes_back_with_crlf(tmp_path):
+    text = "First line of the note.\r\nSecond line here.\r\nThird line ends it.\r\n"
+    f = tmp_path / "crlf.txt"
+    f.write_bytes(text.encode("utf-8"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "taco", "compress", "--rate", "0.6", str(f)]
+    out = subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    kept = out.stdout.decode("utf-8")[:-1]  # bytes as written; the CLI adds one "\n"
+    assert "\r\n" in kept and "\n" not in kept.replace("\r\n", "")
+
+
+def test_a_named_params_file_that_is_missing_is_an_error(tmp_path):
+    out = run("params", "--params", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"taco: error: --params {tmp_path / 'nope.yaml'}: file not found"
+    assert run("params", cwd=tmp_path).returncode == 0  # no params.yaml here: the defaults
