@@ -56,6 +56,12 @@ def main() -> int:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
     ap.add_argument("--rows", type=int, default=None, help="evaluate.max_rows (default: params)")
     ap.add_argument("--noise", type=float, default=0.5, help="head perturbation of the retrain")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="compressor folder evaluated as trained (default: the "
+        "project's data/models/taco); without a taco_run.json its start is the embedded encoder",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
 
@@ -79,7 +85,10 @@ def main() -> int:
     dst.split("test").parent.mkdir(parents=True)
     shutil.copy(src.split("test"), dst.split("test"))
     shutil.copytree(src.teacher_dir, dst.teacher_dir)
-    shutil.copytree(src.trained_model, dst.trained_model)
+    shutil.copytree(args.model or src.trained_model, dst.trained_model)
+    record = dst.trained_model / "taco_run.json"
+    if not record.is_file():
+        record.write_text(json.dumps({"start_model": "embedded:all-MiniLM-L6-v2"}))
     if src.warmstart_model.is_dir():
         shutil.copytree(src.warmstart_model, dst.warmstart_model)
     # the start model's record may point into the source project: keep it resolvable there
@@ -107,6 +116,10 @@ def main() -> int:
             f"{llm.get('llm/cache_hits', 0):>11.0f} {max(load, os.getloadavg()[0]):>6.1f}"
         )
         metrics = json.loads(dst.eval_metrics.read_text())
+        by = summary["seconds_by_compressor"]
+        print(
+            f"{'':<10} per compressor (wall s): " + ", ".join(f"{k} {v:.0f}" for k, v in by.items())
+        )
     task = params.base.task
     print("\n95% CI half-widths of trained - truncate (the last run):")
     for rate in params.evaluate.all_rates():

@@ -443,12 +443,14 @@ def evaluate(
         len(rows), len(rates), len(compressors), ", ".join(compressors),
     )  # fmt: skip
     records: list[Record] = []
+    spent: dict[str, float] = {}  # wall seconds per compressor: compression, LLM, scoring
     try:
         with tqdm(
             total=len(rows) * len(compressors), desc="evaluate", unit="ex", disable=not progress
         ) as bar:
             for comp in compressors.values():
                 bar.set_postfix(compressor=comp.name)
+                t0 = time.perf_counter()
                 for start in range(0, len(rows), CHUNK):
                     chunk = rows[start : start + CHUNK]
                     records += compress_and_answer(
@@ -461,6 +463,7 @@ def evaluate(
                         loglik=loglik,
                     )
                     bar.update(len(chunk))
+                spent[comp.name] = round(time.perf_counter() - t0, 2)
     finally:
         for comp in compressors.values():
             comp.close()
@@ -504,11 +507,12 @@ def evaluate(
         "compressors": list(compressors),
         "recommended_rate": metrics[keys.recommended_key(params.base.task)],
         "seconds": seconds,
+        "seconds_by_compressor": spent,
         "llm": llm.metrics() if hasattr(llm, "metrics") else {},
     }
 
 
 def run(params: Params, root: Path = Path("."), *, no_progress: bool = False) -> dict[str, Any]:
     """The ``evaluate`` stage; returns rows, rates, compressors, the recommended rate, the
-    seconds taken and the LLM's call and cache counters."""
+    seconds taken (in all and per compressor) and the LLM's call and cache counters."""
     return evaluate(params, root, progress=not no_progress)
