@@ -269,8 +269,9 @@ class PrepareParams:
     val_fraction: float = key(0.1, "share of rows in val, assigned whole groups at a time")
     test_fraction: float = key(0.2, "share of rows in test, assigned whole groups at a time")
     max_rows: Mapping[str, int | None] = key(
-        factory=lambda: types.MappingProxyType({"train": 256, "val": 64, "test": 128}),
-        help="a deterministic sample of at most N rows per split; null = all",
+        factory=lambda: types.MappingProxyType({"train": 128, "val": 32, "test": 48}),
+        help="a deterministic sample of at most N rows per split; null = all (the default: "
+        "the rows training and evaluation read, so the teacher answers no unused prompt)",
     )
 
     def validate(self) -> None:
@@ -510,7 +511,7 @@ class TrainParams:
         "null = embedded MiniLM with a fresh head (warm-started unless warmstart.labels: none); "
         "a compressor folder skips the warm start",
     )
-    steps: int = key(120, "optimiser steps")
+    steps: int = key(60, "optimiser steps")
     prompts_per_step: int = key(2, "prompts per step, over all ranks (torchrun)")
     samples_per_prompt: int = key(
         8, "k compressions sampled per prompt (one encoder pass serves all k)"

@@ -55,7 +55,7 @@ def test_cosine_schedule_warms_up_and_decays() -> None:
         sched.step()
     assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
     assert lrs[2] == pytest.approx(1.0) and lrs[-1] < 0.05
-    assert params.train.steps == 120  # defaults load without a file
+    assert params.train.steps == 60  # defaults load without a file
 
 
 def test_train_logs_checkpoints_and_saves_a_compressor(tmp_path: Path) -> None:
