@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -208,6 +209,16 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _how_it_ended(code: int) -> str:
+    """``"killed by SIGKILL (exit 137)"`` for a signal, whether the stage's shell reported it
+    as -N (the command was exec'd) or 128+N (a shell in between); ``"exited with N"`` else."""
+    number = -code if code < 0 else code - 128 if 128 < code < 160 else 0
+    try:
+        return f"killed by {signal.Signals(number).name} (exit {code})"
+    except ValueError:
+        return f"exited with {code}"
+
+
 def _failure(stage: str, code: int, tail: list[str]) -> Exception:
     """The exception for a failed stage command: the stage's own one-line error when it gave
     one (exit 2 ``UserError``, exit 1 ``StageFailed``), else ``StageCrashed``."""
@@ -218,7 +229,7 @@ def _failure(stage: str, code: int, tail: list[str]) -> Exception:
             kind = UserError if m.group(1) == "error" else StageFailed
             return kind(f"{stage}: {m.group(2)}")
     errors = [line for line in tail if line.startswith("ERROR")] or tail or [""]
-    how = f"exited with {exits[-1]}" if exits else f"dvc exited with {code}"
+    how = _how_it_ended(exits[-1]) if exits else f"dvc exited with {code}"
     return StageCrashed(f"{stage}: {how}; {errors[-1]}")
 
 

@@ -93,7 +93,17 @@ DVC_ERROR = "ERROR: failed to reproduce '{s}': failed to run: python -m taco {s}
         (
             ["step 3", "Killed", DVC_ERROR.replace("{c}", "-9")],
             pipeline.StageCrashed,
-            "validate: exited with -9; ERROR: failed to reproduce 'validate'",
+            "validate: killed by SIGKILL (exit -9); ERROR: failed to reproduce 'validate'",
+        ),
+        (  # the same kill seen through a shell that did not exec the command
+            ["step 3", DVC_ERROR.replace("{c}", "137")],
+            pipeline.StageCrashed,
+            "validate: killed by SIGKILL (exit 137); ERROR: failed to reproduce",
+        ),
+        (
+            ["step 3", DVC_ERROR.replace("{c}", "3")],
+            pipeline.StageCrashed,
+            "validate: exited with 3; ERROR: failed to reproduce",
         ),
     ],
 )

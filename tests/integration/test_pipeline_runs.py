@@ -55,7 +55,7 @@ def test_a_stage_runs_then_is_skipped_and_a_runs_settings_reach_dvc_lock(project
     [
         ("no", StageFailed, "no: validation said no"),
         ("bad", UserError, "bad: train.steps: 0 is outside"),
-        ("crash", pipeline.StageCrashed, "crash: exited with -9"),
+        ("crash", pipeline.StageCrashed, "crash: killed by SIGKILL"),
     ],
 )
 def test_a_failed_stage_raises_its_kind_with_its_message(
