@@ -110,7 +110,9 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
         "--unit",
         choices=("word", "sentence", "line"),
         default=None,
-        help="what the budget keeps whole (default: the model's taco_unit, else word)",
+        help="what the ranking keeps whole: word, sentence or line (default: the model's "
+        "taco_unit, else word); whole spans first, then the start of the next one fills "
+        "the budget (a partial last span)",
     )
     p.add_argument(
         "--question", default="", help="task question the encoder reads (never compressed)"

@@ -49,6 +49,7 @@ RATE_PLOT = "rate_quality.png"
 TRAIN_PLOT = "train_curve.png"
 PARAMS_FILE = "params.yaml"  # the project's (and a bento's) params file
 BENTOFILE = "bentofile.yaml"  # the one BentoML build spec, at the repository root
+BUDGET_TOKENIZER = "budget_tokenizer"  # in a packaged model: the target LLM's tokenizer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -127,6 +127,19 @@ def lineage(params: Params, root: Path, gate: Mapping[str, Any], forced: bool) -
     )
 
 
+def llm_tokenizer(params: Params) -> Any:
+    """The target LLM's tokenizer, packaged with the model so the service counts a rate in
+    the tokens the evaluation measured it in; None (budgets in encoder tokens, logged) when
+    it cannot be loaded here."""
+    from taco.llm import LLMError, load_llm_tokenizer
+
+    try:
+        return load_llm_tokenizer(params.llm)
+    except LLMError as exc:
+        log.warning("%s: the service will count budgets in the encoder's tokens", exc)
+        return None
+
+
 def bentofile(root: Path) -> Path:
     """``<root>/bentofile.yaml``, else the one beside the taco package (a source checkout)."""
     for candidate in (root / BENTOFILE, Path(taco.__file__).resolve().parents[1] / BENTOFILE):
@@ -192,8 +205,12 @@ def run(params: Params, root: Path, *, force: bool = False) -> dict[str, Any]:
             raise UserError(f"the gate did not pass ({reasons}); not packaging (--force overrides)")
         log.warning("packaging a model the gate refused (%s) because of --force", reasons)
     forced = force and not gate["passed"]
+    tokenizer = llm_tokenizer(params)
     meta = lineage(params, root, gate, forced)
-    record = registry.register(model, registry.model_name(params), params.base.task, meta)
+    meta["budget_tokens"] = "encoder" if tokenizer is None else "llm"
+    record = registry.register(
+        model, registry.model_name(params), params.base.task, meta, budget_tokenizer=tokenizer
+    )
     bento = build_bento(params, root, record.tag) if params.package.build else None
     report = {
         "model_tag": record.tag,

@@ -21,6 +21,7 @@ from typing import Any
 
 from taco.config import Params
 from taco.errors import UserError
+from taco.layout import BUDGET_TOKENIZER
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +89,25 @@ def _record(model: Any) -> ModelRecord | None:
 
 
 def register(
-    folder: Path, name: str, task: str, metadata: Mapping[str, Any], stage: str = CANDIDATE
+    folder: Path,
+    name: str,
+    task: str,
+    metadata: Mapping[str, Any],
+    stage: str = CANDIDATE,
+    budget_tokenizer: Any = None,
 ) -> ModelRecord:
     """Copy a compressor ``folder`` (weights, tokenizer, ``taco_run.json``) into a new
     BentoML model ``name`` labelled with ``task`` and ``stage``; ``metadata`` must hold
-    BentoML metadata types (no None)."""
+    BentoML metadata types (no None). ``budget_tokenizer`` (the target LLM's Hugging Face
+    tokenizer) is saved in the model's ``budget_tokenizer/``: the service counts budgets in
+    it, the units of the evaluation's rates and of ``recommended_rate``."""
     import bentoml
 
     labels = {TASK_LABEL: task, STAGE_LABEL: stage}
     with bentoml.models.create(name, labels=labels, metadata=dict(metadata)) as model:
         shutil.copytree(folder, model.path, dirs_exist_ok=True)
+        if budget_tokenizer is not None:
+            budget_tokenizer.save_pretrained(str(Path(model.path) / BUDGET_TOKENIZER))
     record = _record(bentoml.models.get(model.tag))
     assert record is not None
     log.info("registered %s (%s, %s) in %s", record.tag, task, stage, store_home())

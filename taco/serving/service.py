@@ -21,6 +21,7 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -43,8 +44,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from taco.compress.chat import ChatPolicy, compress_chat, join_question
 from taco.compress.compressor import CompressionRequest, CompressionResult, Compressor
-from taco.compress.selection import check_budget_args
+from taco.compress.selection import HFTokenCounter, check_budget_args
 from taco.config import ConfigError, load_params
+from taco.layout import BUDGET_TOKENIZER
 
 log = logging.getLogger(__name__)
 
@@ -456,8 +458,14 @@ class TacoCompressor:
     def __init__(self) -> None:
         info = self.model.info
         self.tag = str(self.model.tag)
+        budget_tokenizer = Path(self.model.path) / BUDGET_TOKENIZER
+        counter = None
+        if budget_tokenizer.is_dir():  # rates in the target LLM's tokens, as evaluated
+            from transformers import AutoTokenizer
+
+            counter = HFTokenCounter(AutoTokenizer.from_pretrained(str(budget_tokenizer)))
         self.compressor = Compressor.from_pretrained(
-            self.model.path, device=SERVE.device, dtype=SERVE.dtype
+            self.model.path, device=SERVE.device, dtype=SERVE.dtype, token_counter=counter
         )
         recommended = info.metadata.get("recommended_rate")
         self.default_rate = float(SERVE.default_rate or recommended or FALLBACK_RATE)
@@ -469,6 +477,7 @@ class TacoCompressor:
             "data_version": info.metadata.get("data_version"),
             "recommended_rate": recommended,
             "default_rate": self.default_rate,
+            "budget_tokens": "llm" if counter is not None else "encoder",
             "gate_passed": info.metadata.get("gate_passed"),
             "git_commit": info.metadata.get("git_commit"),
             "created": info.creation_time.isoformat(),

@@ -102,6 +102,7 @@ def package_project(
     build: bool = False,
     serve: dict[str, Any] | None = None,
     seed: int = 0,
+    llm: dict[str, Any] | None = None,
 ) -> Path:
     """Model, reports, dvc.lock and params.yaml for `taco package` in ``root``; returns the
     params file (``data_dir`` is ``root/data``)."""
@@ -112,5 +113,6 @@ def package_project(
         "base": {"task": TASK, "data_dir": "data"},
         "package": {"build": build},
         "serve": serve or {},
+        "llm": llm or {},
     }
     return write_params(root, sections)

@@ -77,11 +77,29 @@ def test_package_registers_the_model_with_its_lineage(tmp_path: Path, _own_store
     name, version = report["model_tag"].split(":")
     files = {p.name for p in (_own_store / "models" / name / version).iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "taco_run.json"} <= files
+    # the target LLM's tokenizer (embedded SmolLM2): the units of recommended_rate
+    assert meta["budget_tokens"] == "llm" and "budget_tokenizer" in files
+    budget = _own_store / "models" / name / version / "budget_tokenizer"
+    assert (budget / "tokenizer.json").is_file()
 
     listed = json.loads(run_taco("models", "--json", cwd=tmp_path).stdout)
     assert [m["tag"] for m in listed] == [report["model_tag"]]
     assert listed[0]["stage"] == "candidate" and listed[0]["task"] == "code"
     assert listed[0]["key_metrics"] == {"rate_0.5/bleu": 0.35, "rate_0.5/achieved_rate": 0.49}
+
+
+def test_an_llm_tokenizer_that_does_not_load_falls_back_to_encoder_tokens(
+    tmp_path: Path, _own_store: Path
+) -> None:
+    llm = {"backend": "openai", "openai": {"tokenizer": str(tmp_path / "no-such-tokenizer")}}
+    fx.package_project(tmp_path, llm=llm)
+    proc = run_taco("package", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no-such-tokenizer" in proc.stderr and "encoder's tokens" in proc.stderr
+    tag = json.loads(proc.stdout.strip().splitlines()[-1])["model_tag"]
+    assert _stored(_own_store, tag)["metadata"]["budget_tokens"] == "encoder"
+    name, version = tag.split(":")
+    assert not (_own_store / "models" / name / version / "budget_tokenizer").exists()
 
 
 def test_a_failed_gate_refuses_and_force_overrides(tmp_path: Path) -> None:

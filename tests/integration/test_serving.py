@@ -22,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from taco.compress.chat import ChatPolicy, compress_chat
 from taco.compress.compressor import Compressor
+from taco.compress.selection import HFTokenCounter
+from taco.llm.embedded import load_tokenizer
 from tests.helpers import packaging as fx
 from tests.helpers.bento_server import BentoServer
 from tests.helpers.openai_server import FakeOpenAIServer
@@ -100,9 +102,15 @@ def service(tmp_path_factory: pytest.TempPathFactory, upstream) -> Service:
 
 
 @pytest.fixture(scope="module")
-def local(service: Service) -> Compressor:
-    """The same stored model, in process."""
-    return Compressor.from_pretrained(service.model_dir, device="cpu")
+def llm_tokens() -> HFTokenCounter:
+    """The target LLM's token count (the embedded SmolLM2's), loaded independently."""
+    return HFTokenCounter(load_tokenizer(None))
+
+
+@pytest.fixture(scope="module")
+def local(service: Service, llm_tokens: HFTokenCounter) -> Compressor:
+    """The same stored model, in process, its budget in the target LLM's tokens."""
+    return Compressor.from_pretrained(service.model_dir, device="cpu", token_counter=llm_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +136,15 @@ def core(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k != "model"}
 
 
-def test_compress_equals_the_in_process_compressor(service, local, code) -> None:
+def test_compress_equals_the_in_process_compressor(service, local, code, llm_tokens) -> None:
     with bentoml.SyncHTTPClient(service.url, token=KEY) as client:
         one = client.compress({"prompt": code[0]})
         many = client.compress([{"prompt": code[1], "rate": 0.33}, {"prompt": code[2]}])
     assert one["model"] == service.model_tag
+    # the budget is counted in the target LLM's tokens, as recommended_rate was measured
+    assert one["origin_tokens"] == llm_tokens(code[0])
+    assert one["compressed_tokens"] == llm_tokens(one["compressed_prompt"])
+    assert one["compressed_tokens"] <= RATE * one["origin_tokens"]
     assert core(one) == expected(local, code[0])
     assert [core(r) for r in many] == [
         expected(local, code[1], rate=0.33),
@@ -228,6 +240,7 @@ def test_model_endpoint_describes_the_served_model(service) -> None:
     assert info["tag"] == service.model_tag
     assert info["stage"] == "candidate" and info["task"] == "code"
     assert info["recommended_rate"] == RATE == info["default_rate"]
+    assert info["budget_tokens"] == "llm"  # the units the evaluation measured the rate in
     assert info["data_version"] == "0123456789abcdef0123456789abcdef.dir"
     assert info["metrics"]["code/rate_0.5/trained/bleu"] == 0.35
     assert info["gate_passed"] is True
