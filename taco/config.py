@@ -703,11 +703,15 @@ class GateParams:
 
     metric: str | None = key(
         None,
-        "the gated score, a metric of metrics.json (e.g. bleu, f1, teacher_bleu); null = the "
-        "task's own metric against the gold references",
+        "the gated score, a metric of metrics.json (e.g. bleu, f1, teacher_bleu, "
+        "teacher_loglik); null = what the reward trained for, on held-out rows: "
+        "teacher_loglik (reward.name loglik), teacher_bleu (taco_rl), the task's own metric "
+        "against the gold references (gold)",
     )
     rates: tuple[float, ...] | None = key(None, "rates gated (null = evaluate.rates)")
-    min_score: float = key(0.0, "minimum score of trained at every gated rate")
+    min_score: float | None = key(
+        None, "minimum score of trained at every gated rate (null = no floor)"
+    )
     min_gain_vs_start: float = key(
         0.0, "minimum relative gain of trained over start (0.0 = not worse on average)"
     )

@@ -336,6 +336,6 @@ def _eval_table(root: Path, params: Params) -> list[str]:
     from taco.eval.gate import gated_metric
     from taco.eval.report import comparison_table
 
-    metric = gated_metric(params.base.task, params.gate)
+    metric = gated_metric(params.base.task, params.gate, params.reward.name)
     table = comparison_table(metrics, params.base.task, metric, params.evaluate.confidence)
     return table.splitlines()

@@ -106,6 +106,7 @@ def test_the_champion_is_not_the_best_baseline() -> None:
 def test_gated_metric_defaults_to_the_task_metric_and_can_be_chosen() -> None:
     m = {k.replace("/bleu", "/f1"): v for k, v in metrics("qa").items()}
     assert decide(m, GateParams(), None).metric == "f1"
+    assert decide(m, GateParams(), None, reward="gold").metric == "f1"
     with pytest.raises(keys.MetricsError, match=r"no trained teacher_bleu at rate 0\.33"):
         decide(m, GateParams(metric="teacher_bleu"), None)
 
@@ -131,3 +132,18 @@ def test_decide_is_pure() -> None:
     thresholds = GateParams(min_score=0.35)
     assert decide(m, thresholds, None) == decide(m, thresholds, None)
     assert m == before and thresholds == dataclasses.replace(thresholds)
+
+
+@pytest.mark.parametrize(
+    ("reward", "metric"), [("loglik", "teacher_loglik"), ("taco_rl", "teacher_bleu")]
+)
+def test_the_gate_scores_what_the_reward_trained_for(reward: str, metric: str) -> None:
+    # log-likelihoods are negative: no floor by default, and gains relative to |reference|
+    m = {k.replace("/bleu", f"/{metric}"): -v if "/bleu" in k else v for k, v in metrics().items()}
+    decision = decide(m, GateParams(), None, reward=reward)
+    assert decision.metric == metric
+    assert {c.name for c in decision.checks if c.name.startswith("min_score")} == set()
+    # trained's -0.30 is worse than start's -0.25 and truncate's -0.28 at every rate
+    assert failing(decision) == {f"gain_vs_{w}@{r:g}" for w in ("start", "best") for r in RATES}
+    floor = decide(m, GateParams(min_score=-0.2), None, reward=reward)
+    assert {"min_score@0.33", "min_score@0.5"} <= failing(floor)

@@ -437,7 +437,7 @@ def evaluate(
     rates = ev.all_rates()
     loglik = _supports_loglik(llm, rows, task)
     quality = (*gold_metrics(task), *TEACHER_METRICS[: 3 if loglik else 2])
-    gated = gated_metric(params.base.task, params.gate)
+    gated = gated_metric(params.base.task, params.gate, params.reward.name)
     log.info(
         "evaluate: %d test rows x %d rates x %d compressors (%s)",
         len(rows), len(rates), len(compressors), ", ".join(compressors),

@@ -2,9 +2,11 @@
 evaluation's flat metrics and the thresholds of params.yaml's ``gate`` section.
 
 Checks, at every gated rate (``gate.rates``, default ``evaluate.rates``), on the gated score
-(``gate.metric``, default the task's metric against the gold references):
+(``gate.metric``; by default the score of what training optimised, on held-out rows: the
+teacher output's log-likelihood for ``reward.name: loglik``, BLEU against the teacher output
+for ``taco_rl``, the task's metric against the gold references for ``gold``):
 
-- ``min_score``: trained's score is at least ``gate.min_score``;
+- ``min_score``: trained's score is at least ``gate.min_score`` (when set);
 - ``gain_vs_start``: trained's relative gain over the model training started from;
 - ``gain_vs_best``: ... over the best other compressor (every baseline but the ceiling
   ``uncompressed``, ``start`` and the champion, which have their own checks);
@@ -41,8 +43,11 @@ log = logging.getLogger(__name__)
 
 #: compressors that are not "the best other compressor" of ``gain_vs_best``
 NOT_BASELINES = ("trained", "uncompressed", "start", "production")
-#: the task's gated metric when ``gate.metric`` is null
+#: the task's own metric against the gold references
 TASK_METRICS = {"qa": "f1", "summarization": "bleu", "code": "bleu"}
+#: the gated metric when ``gate.metric`` is null: what the reward trained for (``gold``:
+#: the task's metric)
+REWARD_METRICS = {"loglik": "teacher_loglik", "taco_rl": "teacher_bleu"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +97,12 @@ def _pct(x: float) -> str:
     return f"{x:+.1%}" if math.isfinite(x) else ("+inf" if x > 0 else "-inf")
 
 
-def gated_metric(task: str, thresholds: GateParams) -> str:
-    """``gate.metric``, else the task's own metric (f1 for QA, BLEU otherwise)."""
-    return thresholds.metric or TASK_METRICS.get(task, "bleu")
+def gated_metric(task: str, thresholds: GateParams, reward: str | None = None) -> str:
+    """``gate.metric``; else the metric of what ``reward`` (``reward.name``) trained for
+    (``REWARD_METRICS``); else the task's own metric (f1 for QA, BLEU otherwise)."""
+    if thresholds.metric:
+        return thresholds.metric
+    return REWARD_METRICS.get(reward or "", TASK_METRICS.get(task, "bleu"))
 
 
 def _gain_check(
@@ -131,11 +139,13 @@ def decide(
     champion: str | None,
     *,
     task: str | None = None,
+    reward: str | None = None,
 ) -> Decision:
     """The gate decision from flat evaluation ``metrics`` (see taco/eval/keys.py).
 
     ``champion`` names the model to beat (its rows are the ``production`` compressor of the
-    metrics) or is None. ``task`` defaults to the only task in the metrics. Raises
+    metrics) or is None. ``task`` defaults to the only task in the metrics; ``reward``
+    (``reward.name``) chooses the gated metric when ``gate.metric`` is null. Raises
     ``MetricsError`` when the metrics are of another task or lack what a check needs.
     """
     if task is None:
@@ -144,7 +154,7 @@ def decide(
             raise MetricsError(f"metrics hold {len(found)} tasks; name the one to gate")
         task = next(iter(found))
     keys.check_task(metrics, task, "gate")
-    metric = gated_metric(task, thresholds)
+    metric = gated_metric(task, thresholds, reward)
     evaluated = keys.rates_of(metrics, task)
     rates = list(thresholds.rates) if thresholds.rates is not None else evaluated
     checks: list[Check] = []
@@ -158,19 +168,14 @@ def decide(
         score = keys.value(metrics, keys.key(task, rate, "trained", metric))
         if not math.isfinite(score):
             raise MetricsError(f"metrics: no trained {metric} at rate {rate:g} (gate.metric?)")
-        ok = score >= thresholds.min_score
-        checks.append(
-            Check(
-                f"min_score@{rate:g}",
-                ok,
-                score,
-                thresholds.min_score,
-                ""
-                if ok
-                else f"At rate {rate:g} the trained compressor's {metric} is {score:.4f}, "
-                f"below the minimum {thresholds.min_score:g}.",
+        floor = thresholds.min_score
+        if floor is not None:
+            ok = score >= floor
+            reason = (
+                f"At rate {rate:g} the trained compressor's {metric} is {score:.4f}, below "
+                f"the minimum {floor:g}."
             )
-        )
+            checks.append(Check(f"min_score@{rate:g}", ok, score, floor, "" if ok else reason))
         common = (metrics, task, rate, metric)
         if "start" in names:
             checks.append(
@@ -299,7 +304,11 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         thresholds = dataclasses.replace(thresholds, rates=params.evaluate.rates)
     champ = resolve_champion(params, root)
     decision = decide(
-        metrics, thresholds, None if champ is None else str(champ), task=params.base.task
+        metrics,
+        thresholds,
+        None if champ is None else str(champ),
+        task=params.base.task,
+        reward=params.reward.name,
     )
     try:
         model = layout.trained_model.relative_to(root)

@@ -298,7 +298,7 @@ def render(params: Params, root: Path = Path(".")) -> dict[str, Path]:
         )
     metrics = read_json(layout.eval_metrics)
     keys.check_task(metrics, task, str(layout.eval_metrics))
-    metric = gated_metric(task, params.gate)
+    metric = gated_metric(task, params.gate, params.reward.name)
     out = layout.run_report_dir
     out.mkdir(parents=True, exist_ok=True)
     gate = read_json(layout.gate_report) if layout.gate_report.is_file() else None
