@@ -319,8 +319,13 @@ def summary(root: Path, params: Params | None = None) -> str:
     else:
         out.append("  gate             FAILED: packaging skipped, nothing deployed")
         out.extend(f"    - {reason}" for reason in gate["reasons"])
-    if info["recommended_rate"] is not None:
-        out.append(f"  recommended rate {info['recommended_rate']}")
+    rate = info["recommended_rate"]
+    out.append(
+        f"  recommended rate {rate}"
+        if rate is not None
+        else "  recommended rate none (no evaluated rate stays within gate.max_quality_loss "
+        "of the uncompressed prompt; the service defaults to serve.default_rate, else 0.5)"
+    )
     if info["bento_tag"]:
         out.append(f"  model            {info['model_tag']}")
         out.append(f"  bento            {info['bento_tag']}")

@@ -23,7 +23,7 @@ from typing import Any
 from taco.config import Params
 from taco.data.files import DataFileError, read_json, read_jsonl, write_atomic
 from taco.eval import keys
-from taco.eval.gate import gated_metric
+from taco.eval.gate import TASK_METRICS, gated_metric
 from taco.layout import RATE_PLOT, REPORT_HTML, REPORT_MD, RUN_RECORD, TRAIN_PLOT, Layout
 
 log = logging.getLogger(__name__)
@@ -50,32 +50,33 @@ def _label(metric: str) -> str:
 # ------------------------------------------------------------------ table (Markdown)
 
 
+#: how a metric of metrics.json is named in a table
+METRIC_NAMES = {"teacher_bleu": "teacher BLEU", "teacher_loglik": "teacher log-lik"}
+
+
 def table_rows(
     metrics: Mapping[str, Any], task: str, rate: float, metric: str
 ) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of one rate's comparison: per compressor the gated ``metric``,
-    trained − it [CI], teacher BLEU, trained − it [CI], teacher log-lik, achieved rate and
-    latency (best first by ``metric``)."""
+    """Header and cells of one rate's comparison: per compressor the gated ``metric`` and
+    trained − it [CI], then the same for a second view (teacher BLEU; the task's own metric
+    against gold when ``metric`` is a teacher metric), teacher log-lik (unless gated),
+    achieved rate and latency (best first by ``metric``)."""
 
     def score(c: str) -> float:
         v = keys.value(metrics, keys.key(task, rate, c, metric))
         return v if math.isfinite(v) else -math.inf
 
+    second = TASK_METRICS.get(task, "bleu") if metric.startswith("teacher_") else "teacher_bleu"
+    plain = [m for m in ("teacher_loglik",) if m != metric]
     compressors = sorted(keys.compressors_of(metrics, task, rate), key=score, reverse=True)
-    header = [
-        "compressor",
-        metric,
-        "trained − it [CI]",
-        "teacher BLEU",
-        "trained − it [CI]",
-        "teacher log-lik",
-        "achieved rate",
-        "latency ms",
-    ]
+    header = ["compressor"]
+    for m in (metric, second):
+        header += [METRIC_NAMES.get(m, m), "trained − it [CI]"]
+    header += [*(METRIC_NAMES.get(m, m) for m in plain), "achieved rate", "latency ms"]
     cells = []
     for c in compressors:
         row = [c]
-        for m in (metric, "teacher_bleu"):
+        for m in (metric, second):
             row.append(_fmt(metrics.get(keys.key(task, rate, c, m))))
             delta = metrics.get(keys.ci_key(task, rate, c, m, "delta"))
             if delta is None:
@@ -85,7 +86,7 @@ def table_rows(
                 high = metrics.get(keys.ci_key(task, rate, c, m, "ci_high"))
                 row.append(f"{delta:+.3f} [{low:+.3f}, {high:+.3f}]")
         row += [
-            _fmt(metrics.get(keys.key(task, rate, c, "teacher_loglik"))),
+            *(_fmt(metrics.get(keys.key(task, rate, c, m))) for m in plain),
             _fmt(metrics.get(keys.key(task, rate, c, "achieved_rate"))),
             _fmt(metrics.get(keys.key(task, rate, c, "latency_ms")), 1),
         ]
