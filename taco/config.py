@@ -269,7 +269,7 @@ class PrepareParams:
     val_fraction: float = key(0.1, "share of rows in val, assigned whole groups at a time")
     test_fraction: float = key(0.2, "share of rows in test, assigned whole groups at a time")
     max_rows: Mapping[str, int | None] = key(
-        factory=lambda: types.MappingProxyType({"train": 128, "val": 32, "test": 40}),
+        factory=lambda: types.MappingProxyType({"train": 128, "val": 32, "test": 32}),
         help="a deterministic sample of at most N rows per split; null = all (the default: "
         "the rows training and evaluation read, so the teacher answers no unused prompt)",
     )
@@ -642,7 +642,7 @@ class EvaluateParams:
     """`taco evaluate`: trained vs every baseline at equal token budgets on the test split."""
 
     max_rows: int | None = key(
-        40, "first N test rows with a teacher output (null = all); sized for a 5-minute run"
+        32, "first N test rows with a teacher output (null = all); sized for a 5-minute run"
     )
     rates: tuple[float, ...] = key(
         dataclasses.MISSING,
