@@ -91,7 +91,11 @@ def test_package_registers_the_model_with_its_lineage(tmp_path: Path, _own_store
 def test_an_llm_tokenizer_that_does_not_load_falls_back_to_encoder_tokens(
     tmp_path: Path, _own_store: Path
 ) -> None:
-    llm = {"backend": "openai", "openai": {"tokenizer": str(tmp_path / "no-such-tokenizer")}}
+    llm = {
+        "backend": "openai",
+        "model": "served-model",
+        "openai": {"tokenizer": str(tmp_path / "no-such-tokenizer")},
+    }
     fx.package_project(tmp_path, llm=llm)
     proc = run_taco("package", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
