@@ -12,8 +12,8 @@ from tests.test_pipeline_contract import closure, imports_of, module_file
 SERVICE = "taco.serving.service"
 
 
-def test_the_service_imports_taco_compress_and_config_only() -> None:
-    allowed = ("taco.compress", "taco.config")
+def test_the_service_imports_taco_compress_config_and_layout_only() -> None:
+    allowed = ("taco.compress", "taco.config", "taco.layout")
     bad = [m for m in imports_of(SERVICE) if not m.startswith(allowed)]
     assert not bad, f"{SERVICE} imports {bad}; it may import {allowed} only"
 
