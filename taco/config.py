@@ -725,7 +725,9 @@ class GateParams:
         0.05, "maximum |achieved - requested| rate of trained (fraction of LLM tokens)"
     )
     max_latency_ms_per_1k_tokens: float = key(
-        1000.0, "maximum compression latency of trained, ms per 1,000 context tokens"
+        10000.0,
+        "maximum compression latency of trained, ms per 1,000 context tokens (wall clock: "
+        "a loaded machine inflates it; the default only catches a pathological model)",
     )
     max_quality_loss: float = key(
         0.05,

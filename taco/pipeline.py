@@ -319,6 +319,10 @@ def summary(root: Path, params: Params | None = None) -> str:
     else:
         out.append("  gate             FAILED: packaging skipped, nothing deployed")
         out.extend(f"    - {reason}" for reason in gate["reasons"])
+        out.append(
+            "    next: change the gate section of params.yaml (`taco params --explain`) and "
+            "`make run` again, or ship anyway with `taco package --force` (logged)"
+        )
     rate = info["recommended_rate"]
     out.append(
         f"  recommended rate {rate}"

@@ -262,6 +262,9 @@ def test_load_errors_are_clear(tmp_path):
         Compressor.from_pretrained(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="Hub is offline"):
         Compressor.from_pretrained("someone/some-model")
+    (tmp_path / "not-a-model").mkdir()  # a folder, but no config.json: one clear error
+    with pytest.raises(FileNotFoundError, match="not-a-model: not a model folder"):
+        Compressor.from_pretrained(tmp_path / "not-a-model")
     from transformers import BertConfig, BertForTokenClassification
 
     three = BertConfig(

@@ -123,7 +123,12 @@ def load_encoder(name_or_path: str | os.PathLike[str] | None) -> tuple[Any, Any,
     kw: dict[str, Any] = {"trust_remote_code": False}
     if local:
         kw["local_files_only"] = True
-    config = AutoConfig.from_pretrained(os.fspath(path), **kw)
+    try:
+        config = AutoConfig.from_pretrained(os.fspath(path), **kw)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(
+            f"{name}: not a model folder ({str(exc).splitlines()[0]})"
+        ) from None
     archs = list(getattr(config, "architectures", None) or [])
     is_classifier = any(a.endswith("ForTokenClassification") for a in archs)
     if is_classifier and config.num_labels != 2:

@@ -198,7 +198,9 @@ def serving_choice(params: Params) -> tuple[ModelRecord, str]:
         )
     raise UserError(
         f"no packaged model of task {task!r} in the BentoML store at {store_home()}: "
-        "run `make run` first"
+        "run `make run` first; if it ran, its gate refused the model (data/reports/gate.json "
+        "says why; `taco package --force` packages it anyway); outside make, set "
+        "BENTOML_HOME=$PWD/.bentoml"
     )
 
 
@@ -215,7 +217,10 @@ def bento_for(model_tag: str) -> str | None:
 def format_table(records: list[ModelRecord]) -> str:
     """``taco models``'s table: tag, stage, task, date, recommended rate, gate, key metrics."""
     if not records:
-        return f"no taco models in the BentoML store at {store_home()} (run `make run`)\n"
+        return (
+            f"no taco models in the BentoML store at {store_home()} (run `make run`; outside "
+            "make, set BENTOML_HOME=$PWD/.bentoml)\n"
+        )
     rows = [("TAG", "STAGE", "TASK", "CREATED", "RATE", "GATE", "KEY METRICS")]
     for r in records:
         rate = r.recommended_rate

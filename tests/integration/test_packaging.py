@@ -188,4 +188,5 @@ def test_serve_with_nothing_packaged_says_run_make_run(tmp_path: Path) -> None:
     fx.package_project(tmp_path)
     line = _one_line_error(run_taco("serve", cwd=tmp_path))
     assert line.startswith("taco: error: no packaged model of task 'code'")
-    assert line.endswith("run `make run` first")
+    assert "run `make run` first; if it ran, its gate refused the model" in line
+    assert "`taco package --force`" in line and line.endswith("BENTOML_HOME=$PWD/.bentoml")
