@@ -52,7 +52,7 @@ def failing(decision: Any) -> set[str]:
         ({"0.5/truncate/bleu": 0.32}, {}, {"gain_vs_best@0.5"}),
         ({}, {"min_gain_vs_best": 0.1}, {"gain_vs_best@0.33", "gain_vs_best@0.5"}),
         ({"0.33/trained/achieved_rate": 0.2}, {}, {"rate_deviation@0.33"}),
-        ({"0.5/trained/latency_ms_per_1k_tokens": 5000.0}, {}, {"latency@0.5"}),
+        ({"0.5/trained/latency_ms_per_1k_tokens": 50000.0}, {}, {"latency@0.5"}),
         ({}, {"rates": (0.5,), "min_score": 0.35}, {"min_score@0.5"}),
     ],
     ids=["pass", "min_score", "start", "best", "min_gain", "rate", "latency", "rates"],

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from taco.compress.compressor import Compressor
+from taco.compress.encoder import ModelNotFoundError
 from taco.config import Params
 from taco.data.files import dump_jsonl, read_examples, write_atomic
 from taco.errors import StageFailed, UserError
@@ -137,6 +138,8 @@ def load_compressor(
             max_seq_len=params.train.max_seq_len,
             **kw,
         )
+    except ModelNotFoundError as exc:  # a folder whose config does not parse
+        raise EvalError(f"{role} model {path} does not load: {exc}") from None
     except UserError:
         raise
     except Exception as exc:  # a broken folder: any library error, one line naming it
