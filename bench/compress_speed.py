@@ -1,9 +1,11 @@
-"""Compression speed: taco.Compressor on every precision path (float32, bfloat16, int8) vs its
-own bare encoder forward, and optionally vs llmlingua 0.2.2's PromptCompressor on the same
-checkpoint and text, all interleaved in one run; plus keep/drop agreement with float32.
+"""Compression speed: taco.Compressor on every path (float32, bfloat16, int8 on ONNX Runtime,
+int8 on torch, and what ``auto`` picks here) vs its own bare encoder forward, and optionally
+vs llmlingua 0.2.2's PromptCompressor on the same checkpoint and text, all interleaved in one
+run; plus keep/drop agreement with float32.
 
     .venv/bin/python bench/compress_speed.py [--vs-llmlingua] [--sizes 500,2000,10000,50000]
-        [--model FOLDER] [--paths float32,bfloat16,int8] [--agreement 40] [--slow-kind]
+        [--model FOLDER] [--paths float32,bfloat16,int8,int8-torch,auto] [--agreement 40]
+        [--slow-kind]
 
 Texts are real QMSum meeting transcripts (../shared/data/summarization/dev.jsonl) cut to
 N words. For each size and path it prints total seconds (median of interleaved repeats),
@@ -16,8 +18,9 @@ also compares decisions with float32 on N texts of each task (QA with its questi
 meeting transcripts cut to 2,000 words). ``--model`` times a trained compressor (decision
 agreement means little on an untrained head, whose scores nearly tie); default: the embedded
 MiniLM with taco's seeded head. ``--slow-kind`` re-runs the whole bench (llmlingua included)
-with torch's kernel libraries capped at AVX2 (bench/cpu_kind.py): a CPU without native bf16,
-AVX-512 or VNNI, reproduced on a faster one.
+as a CPU without native bf16, AVX-512 or VNNI, reproduced on a faster one (the CPUID mask and
+torch's kernel caps, bench/cpu_kind.py). ``auto`` may also pick shorter encoder chunks
+(``chunks``/``positions`` columns say how many).
 """
 
 from __future__ import annotations
@@ -42,13 +45,34 @@ from cpu_kind import describe, reexec_as_slow_kind
 
 from taco.compress.compressor import Compressor
 from taco.compress.encoder import length_buckets
+from taco.compress.onnx_int8 import RUNTIME_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 DATA = SHARED / "summarization" / "dev.jsonl"
 SIDE_VENV = ROOT / ".venv-llmlingua"
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
-SHORT = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}
+SHORT = {
+    "float32": "fp32",
+    "bfloat16": "bf16",
+    "int8": "int8 onnxruntime",
+    "int8-torch": "int8 torch",
+    "auto": "auto",
+}
+
+
+def load_path(folder: Path, path: str) -> Compressor:
+    """A compressor on one bench path: a ``dtype``, or ``int8-torch`` (torch's dynamic int8,
+    ``TACO_INT8_RUNTIME=torch``)."""
+    if path not in SHORT:
+        sys.exit(f"--paths: unknown path {path!r}; choose from {', '.join(SHORT)}")
+    if path != "int8-torch":
+        return Compressor.from_pretrained(folder, device="cpu", dtype=path)
+    os.environ[RUNTIME_ENV] = "torch"
+    try:
+        return Compressor.from_pretrained(folder, device="cpu", dtype="int8")
+    finally:
+        del os.environ[RUNTIME_ENV]
 
 
 def real_text(n_words: int) -> str:
@@ -197,14 +221,20 @@ def main() -> None:
     ap.add_argument(
         "--repeats", type=int, default=5, help="timed repeats (3 above 5k words, 2 above 20k)"
     )
-    ap.add_argument("--paths", default="float32,bfloat16,int8", help="precision paths to time")
+    ap.add_argument(
+        "--paths",
+        default="float32,bfloat16,int8,int8-torch,auto",
+        help=f"paths to time, of: {', '.join(SHORT)} (float32 always runs: the reference)",
+    )
     ap.add_argument("--model", default=None, help="a compressor folder (default: embedded)")
     ap.add_argument("--agreement", type=int, default=0, metavar="N", help="texts per task")
     ap.add_argument(
         "--vs-llmlingua", action="store_true", help="also time llmlingua 0.2.2 (side venv)"
     )
     ap.add_argument(
-        "--slow-kind", action="store_true", help="cap torch's kernels at AVX2 (bench/cpu_kind.py)"
+        "--slow-kind",
+        action="store_true",
+        help="run as a CPU without AVX-512/VNNI/native bf16 (bench/cpu_kind.py)",
     )
     args = ap.parse_args()
     if args.slow_kind:
@@ -217,8 +247,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="taco-bench-"))
     folder = tmp / "taco-minilm-bert-base-multilingual-cased"  # the name llmlingua needs
     Compressor.from_pretrained(args.model, device="cpu").save_pretrained(folder)
-    ours = {p: Compressor.from_pretrained(folder, device="cpu", dtype=p) for p in paths}
-    auto = Compressor.from_pretrained(folder, device="cpu", dtype="auto").metadata
+    ours = {p: load_path(folder, p) for p in paths}
+    auto = (ours.get("auto") or load_path(folder, "auto")).metadata
     peer = None
     if args.vs_llmlingua:
         if not (SIDE_VENV / "bin" / "python").exists():
@@ -227,7 +257,12 @@ def main() -> None:
 
     checkpoint = args.model or "embedded MiniLM-L6 + seeded (untrained) head"
     print(f"# taco compress speed: rate {args.rate}, checkpoint {checkpoint}")
-    print("\n".join(describe(f"auto here: {auto['precision']} ({auto['why']})")))
+    chunk = "" if auto["chunk_tokens"] == "window" else f", {auto['chunk_tokens']}-token chunks"
+    print(
+        "\n".join(
+            describe(f"auto here: {auto['precision']} on {auto['runtime']}{chunk} ({auto['why']})")
+        )
+    )
     print()
     print(
         "| words | tokens | impl | total s | words/s | fwd s | total/fwd | chunks | positions "

@@ -2,18 +2,32 @@
 and ``--slow-kind``: the same process re-run with every kernel library capped at AVX2.
 
 The slow kind is a CPU without native bf16, AVX-512 or VNNI (e.g. a 2-core AVX2 AMD EPYC).
-On a faster CPU it is reproduced by capping the instruction sets torch's kernel libraries
-dispatch to: ATen's own kernels, oneDNN (bf16, some fp32), MKL (fp32 GEMMs) and fbgemm
-(int8 GEMMs); bf16 then runs emulated, as it does there. Clock, caches and memory stay this
-machine's, so absolute times differ from a real AVX2 machine; ratios measured in the same run
-are the comparable figures.
+On a faster x86-64 Linux CPU it is reproduced two ways at once:
+
+- the CPUID mask (bench/cpuid_mask.c, compiled here with gcc and LD_PRELOADed): every CPUID
+  instruction answers without AVX-512, VNNI, AMX and avx512_bf16, so *every* library in the
+  process (torch's ATen, oneDNN, MKL and fbgemm, ONNX Runtime's MLAS, llmlingua's torch in
+  its side venv) dispatches to its AVX2 kernels, as on such a CPU. Needs Linux's CPUID
+  faulting (the ``cpuid_fault`` flag); where it is missing, only the caps below apply and ONNX
+  Runtime still sees the whole CPU (the header says so);
+- the documented caps of torch's kernel libraries (``SLOW_KIND_ENV``).
+
+bf16 then runs emulated, as it does there. Clock, caches and memory stay this machine's, so
+absolute times differ from a real AVX2 machine; ratios measured in the same run are the
+comparable figures.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import os
 import platform
+import shutil
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -36,13 +50,58 @@ def slow_kind() -> bool:
     return all(os.environ.get(k) == v for k, v in SLOW_KIND_ENV.items())
 
 
+MASK_SOURCE = Path(__file__).with_name("cpuid_mask.c")
+
+
+def mask_library() -> tuple[Path | None, str]:
+    """The CPUID mask built for this machine (cached by the source's hash), or None and why."""
+    if "cpuid_fault" not in CPU_FLAGS:
+        return None, "this CPU has no CPUID faulting (cpuid_fault)"
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        return None, "no C compiler (gcc) to build bench/cpuid_mask.c"
+    digest = hashlib.sha256(MASK_SOURCE.read_bytes()).hexdigest()[:12]
+    lib = Path(tempfile.gettempdir()) / f"taco-cpuid-mask-{digest}.so"
+    if not lib.is_file():
+        part = lib.with_suffix(f".{os.getpid()}.part")
+        cmd = [gcc, "-O2", "-shared", "-fPIC", "-o", str(part), str(MASK_SOURCE)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return None, f"gcc failed: {done.stderr.strip().splitlines()[-1:]}"
+        os.replace(part, lib)
+    return lib, "built"
+
+
+def mask_active() -> bool:
+    """True when the CPUID mask is loaded in this process and faulting is on."""
+    lib = os.environ.get("LD_PRELOAD", "")
+    if "taco-cpuid-mask" not in lib:
+        return False
+    try:
+        path = next(p for p in lib.split(":") if "taco-cpuid-mask" in p)
+        return bool(ctypes.c_int.in_dll(ctypes.CDLL(path), "cpuid_mask_active").value)
+    except (OSError, ValueError, StopIteration):
+        return False
+
+
+MASK_NOTE = ""  # why the mask is not in use (set by reexec_as_slow_kind's re-run)
+
+
 def reexec_as_slow_kind() -> None:
-    """Re-run this script with ``SLOW_KIND_ENV`` (the caps must be set before torch loads);
-    in the re-run, taco's ``auto`` rules see only the flags the caps leave (``effective_flags``),
-    as they would on a CPU of the slow kind."""
+    """Re-run this script as the slow kind: with the CPUID mask preloaded where it can be
+    built, and ``SLOW_KIND_ENV`` (both must be in place before torch loads); in the re-run,
+    taco's ``auto`` rules see only the flags the slow kind has (``effective_flags``), as they
+    would on such a CPU."""
+    global MASK_NOTE
     if not slow_kind():
         env = {**os.environ, **SLOW_KIND_ENV}
+        lib, why = mask_library()
+        if lib is not None:
+            env["LD_PRELOAD"] = ":".join(filter(None, [str(lib), env.get("LD_PRELOAD")]))
+        else:
+            env["TACO_BENCH_NO_MASK"] = why
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    MASK_NOTE = os.environ.get("TACO_BENCH_NO_MASK", "")
     import taco.device
     import taco.llm.local
 
@@ -81,10 +140,17 @@ def describe(path_chosen: str = "") -> list[str]:
     shown = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in SHOWN_FLAGS)
     candidates, why = cpu_candidates(effective_flags())
     llm_auto, llm_why = llm_cpu_precision(effective_flags())
+    mask = (
+        "CPUID masked (AVX-512, VNNI, AMX, avx512_bf16 hidden from every library, ONNX "
+        "Runtime and llmlingua included)"
+        if mask_active()
+        else f"CPUID NOT masked ({MASK_NOTE or 'the mask did not load'}): ONNX Runtime "
+        "still uses the whole CPU"
+    )
     kind = (
-        "SLOW KIND REPRODUCED: kernels capped at AVX2 ("
+        f"SLOW KIND REPRODUCED: {mask}; torch's kernel libraries capped at AVX2 ("
         + " ".join(f"{k}={v}" for k, v in SLOW_KIND_ENV.items())
-        + "); bf16 is emulated, int8 runs fbgemm's AVX2 kernels"
+        + "); bf16 is emulated, int8 runs AVX2 kernels"
         if slow_kind()
         else "native: every instruction set the CPU has"
     )

@@ -24,6 +24,7 @@ the same paths with ``${base.data_dir}`` templating (a test holds the two togeth
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,16 @@ TRAIN_PLOT = "train_curve.png"
 PARAMS_FILE = "params.yaml"  # the project's (and a bento's) params file
 BENTOFILE = "bentofile.yaml"  # the one BentoML build spec, at the repository root
 BUDGET_TOKENIZER = "budget_tokenizer"  # in a packaged model: the target LLM's tokenizer
+
+
+def cache_dir() -> Path:
+    """taco's cache root (LLM answers, dequantised models, int8 ONNX graphs):
+    ``$TACO_CACHE_DIR``, else ``$XDG_CACHE_HOME/taco`` or ``~/.cache/taco``."""
+    env = os.environ.get("TACO_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "taco"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from taco.compress.compressor import Compressor, calibration_texts
+from taco.compress.onnx_int8 import RUNTIME_ENV
 from taco.device import cpu_candidates, cpu_flags, int8_unavailable, precision_candidates
 from taco.llm.local import LocalLLM, cpu_precision, llm_precision
 from tests.helpers.paths import shared_data
@@ -87,10 +88,13 @@ def test_explicit_precisions_and_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_int8_falls_back_to_float32_with_a_log_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Neither ONNX Runtime (forced off) nor torch's int8 kernels: float32, two log lines."""
+    monkeypatch.setenv(RUNTIME_ENV, "torch")
     monkeypatch.setattr("taco.device.int8_unavailable", lambda device: "no kernels here")
-    with caplog.at_level(logging.WARNING, logger="taco.device"):
+    with caplog.at_level(logging.INFO):
         comp = Compressor.from_pretrained(device="cpu", dtype="int8")
     assert comp.precision == "float32" and comp.dtype is torch.float32
+    assert f"not ONNX Runtime ({RUNTIME_ENV}=torch)" in caplog.text
     assert "int8 is not available (no kernels here); using float32" in caplog.text
     res = comp.compress("The quick brown fox jumps over the lazy dog.", rate=0.5)
     assert res.metadata["precision"] == "float32"
@@ -112,9 +116,13 @@ def test_the_llm_falls_back_too(
 
 
 @pytest.mark.slow
-def test_int8_is_deterministic_across_runs_and_loads(tmp_path) -> None:
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_int8_is_deterministic_across_runs_and_loads(
+    tmp_path, runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if int8_unavailable(CPU):
         pytest.skip(f"int8 cannot run here: {int8_unavailable(CPU)}")
+    monkeypatch.setenv(RUNTIME_ENV, runtime)
     Compressor.from_pretrained(device="cpu").save_pretrained(tmp_path / "m")
     contexts = read_task("code", 0, 10)[0] + read_task("summarization", 0, 2)[0]
     first = Compressor.from_pretrained(tmp_path / "m", device="cpu", dtype="int8")
@@ -127,7 +135,13 @@ def test_int8_is_deterministic_across_runs_and_loads(tmp_path) -> None:
     a = first.compress_many(contexts, rate=0.5)
     b = second.compress_many(contexts, rate=0.5)
     assert [r.kept_spans for r in a] == [r.kept_spans for r in b]
-    assert a[0].metadata == {"precision": "int8", "why": "asked", "device": "cpu"}
+    assert a[0].metadata == {
+        "precision": "int8",
+        "runtime": runtime,
+        "chunk_tokens": "window",
+        "why": "asked",
+        "device": "cpu",
+    }
     with pytest.raises(ValueError, match="int8 compressor cannot be saved"):
         first.save_pretrained(tmp_path / "again")
 
@@ -290,5 +304,7 @@ def test_auto_falls_back_to_float32_when_no_fast_path_agrees(
     monkeypatch.setattr("taco.compress.compressor.AGREEMENT", 1.01)  # nothing can pass
     comp = Compressor.from_pretrained(trained, device="cpu", dtype="auto")
     assert comp.precision == "float32"
-    assert "int8 decisions = float32 on only" in comp.metadata["why"]
-    assert "bfloat16 decisions = float32 on only" in comp.metadata["why"]
+    why = comp.metadata["why"]
+    for path in ("int8 (onnxruntime, 128-token chunks)", "int8 (onnxruntime)", "bfloat16 (torch)"):
+        assert f"{path} decisions = float32 on only" in why, why
+    assert comp.chunk_tokens is None and comp.metadata["chunk_tokens"] == "window"

@@ -31,6 +31,7 @@ from taco.compress.encoder import (
     length_buckets,
     load_encoder,
 )
+from taco.compress.onnx_int8 import place_encoder, runtime_of
 from taco.compress.selection import (
     TokenCounter,
     check_budget_args,
@@ -57,13 +58,7 @@ from taco.compress.text import (
     span_ids,
     special_layout,
 )
-from taco.device import (
-    TORCH_DTYPES,
-    Precision,
-    place_model,
-    precision_candidates,
-    resolve_device,
-)
+from taco.device import TORCH_DTYPES, Precision, precision_candidates, resolve_device
 from taco.errors import ArgumentError, ArgumentTypeError
 
 log = logging.getLogger(__name__)
@@ -73,6 +68,10 @@ UNIT_KEY = "taco_unit"  # config.json key: the selection unit the compressor was
 PRIOR_KEY = "taco_position_prior"  # config.json key: its position prior β (0 = none)
 MAX_QUESTION_SHARE = 0.5  # a question may take at most half of an encoder window
 AGREEMENT = 0.99  # auto: least share of word decisions a fast path must share with float32
+# auto: a fast path first tries chunks of this many context tokens (attention's cost grows
+# with the chunk; on trained heads 128-token chunks keep >= 99.6% of float32's 512-token
+# decisions, docs/results.md 2026-12-07), then full windows
+FAST_CHUNK_TOKENS = 128
 CALIBRATION_MODULES = ("json", "csv", "heapq", "argparse")
 
 
@@ -254,6 +253,7 @@ class Compressor:
         dtype: DType = "float32",
         token_counter: TokenCounter | None = None,
         max_seq_len: int = 512,
+        chunk_tokens: int | None = None,
         batch_tokens: int = 8192,
         batch_rows: int = 16,
         name: str = "",
@@ -272,6 +272,7 @@ class Compressor:
         self.max_seq_len = int(
             min(max_seq_len, limit if limit < 1_000_000 else max_seq_len, positions)
         )
+        self.chunk_tokens = check_chunk_tokens(chunk_tokens)
         self.batch_tokens = max(batch_tokens, self.max_seq_len)
         self.batch_rows = batch_rows
         self.keep_index = keep_label_index(model.config)
@@ -283,21 +284,29 @@ class Compressor:
         self.metadata: dict[str, str] = {}  # how results are computed (set below)
         candidates, why = precision_candidates(dtype, self.device)
         if len(candidates) == 1:
-            self.model, self.precision = place_model(model, candidates[0], self.device, name)
+            self.model, self.precision = place_encoder(model, candidates[0], self.device, name)
             if self.precision != candidates[0]:
                 why = f"{why}; {candidates[0]} unavailable"
         else:
             why = self._choose_precision(model, candidates, why)
         self.dtype = TORCH_DTYPES[self.precision]
-        self.metadata = {"precision": self.precision, "why": why, "device": self.device.type}
+        self.metadata = {
+            "precision": self.precision,
+            "runtime": runtime_of(self.model),
+            "chunk_tokens": str(self.chunk_tokens or "window"),
+            "why": why,
+            "device": self.device.type,
+        }
         log.debug("compressor %s: %s on %s (%s)", name, self.precision, self.device, why)
 
     def _choose_precision(self, model: Any, candidates: Sequence[Precision], why: str) -> str:
         """``auto``: the first of ``candidates`` (fastest first) whose keep/drop decisions on
         ``calibration_texts`` agree with float32's on at least ``AGREEMENT`` of the words,
-        else float32. Sets ``model``/``precision``; returns the reason, figures included."""
-        self.model, self.precision = place_model(model, "float32", self.device, self.name)
-        reference = self.model
+        else float32; each fast precision is tried with ``FAST_CHUNK_TOKENS``-token chunks
+        first (unless ``chunk_tokens`` was given), then as asked. Sets ``model``/``precision``
+        /``chunk_tokens``; returns the reason, figures included."""
+        self.model, self.precision = place_encoder(model, "float32", self.device, self.name)
+        reference, asked_chunk = self.model, self.chunk_tokens
         texts = calibration_texts()
         ref = self._keep_masks(texts)
         words = sum(m.size for m in ref)
@@ -305,18 +314,22 @@ class Compressor:
         for cand in candidates:
             if cand == "float32":
                 break
-            placed, got = place_model(copy.deepcopy(reference), cand, self.device, self.name)
+            placed, got = place_encoder(copy.deepcopy(reference), cand, self.device, self.name)
             if got != cand:
                 notes.append(f"{cand} unavailable")
                 continue
             self.model, self.precision = placed, cand
-            masks = self._keep_masks(texts)
-            same = sum(int((a == b).sum()) for a, b in zip(ref, masks, strict=True))
-            share = f"{same / max(words, 1):.1%} of {words} calibration words"
-            if same >= AGREEMENT * words:
-                return f"{why}; {cand} decisions = float32 on {share}"
-            notes.append(f"{cand} decisions = float32 on only {share}")
-        self.model, self.precision = reference, "float32"
+            chunks = [asked_chunk] if asked_chunk else [FAST_CHUNK_TOKENS, None]
+            for chunk in chunks:
+                self.chunk_tokens = chunk
+                masks = self._keep_masks(texts)
+                same = sum(int((a == b).sum()) for a, b in zip(ref, masks, strict=True))
+                what = f"{cand} ({runtime_of(placed)}{f', {chunk}-token chunks' if chunk else ''})"
+                share = f"{same / max(words, 1):.1%} of {words} calibration words"
+                if same >= AGREEMENT * words:
+                    return f"{why}; {what} decisions = float32 on {share}"
+                notes.append(f"{what} decisions = float32 on only {share}")
+        self.model, self.precision, self.chunk_tokens = reference, "float32", asked_chunk
         return f"{why}; {'; '.join(notes)}: float32"
 
     def _keep_masks(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -338,6 +351,7 @@ class Compressor:
         dtype: DType = "float32",
         token_counter: TokenCounter | None = None,
         max_seq_len: int = 512,
+        chunk_tokens: int | None = None,
         unit: str | None = None,
         position_prior: float | None = None,
     ) -> Compressor:
@@ -349,8 +363,12 @@ class Compressor:
         ``dtype``: float32 (training needs it), bfloat16, int8 (dynamic quantization of the
         linear layers, CPU only, inference only) or auto: per machine, the fastest precision
         (``precision_candidates``) whose decisions on ``calibration_texts`` agree with
-        float32's on ≥ 99% of the words (checked at load); a precision this machine cannot
-        run falls back to float32 with a warning."""
+        float32's on ≥ 99% of the words (checked at load; a fast precision is first tried
+        with ``FAST_CHUNK_TOKENS``-token chunks, which cut attention's work); a precision this
+        machine cannot run falls back to float32 with a warning. On a CPU, int8 runs on ONNX
+        Runtime (fused, ``taco.compress.onnx_int8``) where it is installed, else torch.
+        ``chunk_tokens``: context tokens per encoder chunk (None: as many as ``max_seq_len``
+        holds)."""
         model, tokenizer, name = load_encoder(name_or_path)
         return cls(
             model,
@@ -359,6 +377,7 @@ class Compressor:
             dtype=dtype,
             token_counter=token_counter,
             max_seq_len=max_seq_len,
+            chunk_tokens=chunk_tokens,
             name=name,
             unit=unit,
             position_prior=position_prior,
@@ -531,6 +550,8 @@ class Compressor:
                 q = q[:cap]
             q_ids = np.asarray(q, dtype=np.int64)
         window = self.max_seq_len - self.layout.overhead(0 if q_ids is None else len(q_ids))
+        if self.chunk_tokens:
+            window = min(window, self.chunk_tokens)
         return Document(al, chunk_spans(al, window) if al.n_tokens else [], q_ids)
 
     def token_probabilities(
@@ -710,6 +731,17 @@ def ranking_scores(
     items = scores if unit == "word" else span_means(scores, spans)
     items = with_position_prior(items, item_starts(al, spans), position_prior)
     return items if unit == "word" else span_order_keys(items, spans)
+
+
+def check_chunk_tokens(chunk_tokens: Any) -> int | None:
+    """``chunk_tokens``: None, or an int in [8, 1,000,000] (context tokens per chunk)."""
+    if chunk_tokens is None:
+        return None
+    if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int):
+        raise ArgumentTypeError(f"chunk_tokens must be an int or None, got {chunk_tokens!r}")
+    if not 8 <= chunk_tokens <= 1_000_000:
+        raise ArgumentError(f"chunk_tokens must be in [8, 1000000], got {chunk_tokens}")
+    return chunk_tokens
 
 
 def check_position_prior(prior: Any) -> float:

@@ -6,13 +6,14 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from taco.layout import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +24,6 @@ CREATE TABLE IF NOT EXISTS llm_cache (
     created REAL NOT NULL
 )
 """
-
-
-def cache_dir() -> Path:
-    """Cache root: ``$TACO_CACHE_DIR``, else ``$XDG_CACHE_HOME/taco`` or ``~/.cache/taco``."""
-    env = os.environ.get("TACO_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "taco"
 
 
 def default_cache_path() -> Path:
