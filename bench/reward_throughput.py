@@ -18,7 +18,7 @@ loaded once, and the paths run interleaved on the same prompts:
 
     .venv/bin/python bench/reward_throughput.py               # ~10-20 min on 2 CPU cores
     .venv/bin/python bench/reward_throughput.py --samples 8 --batch-sizes 8   # quicker
-    .venv/bin/python bench/reward_throughput.py --slow-kind   # kernels capped at AVX2
+    .venv/bin/python bench/reward_throughput.py --slow-kind   # as a CPU without AVX-512/VNNI/bf16
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="median of N timings per cell")
     parser.add_argument("--no-cache-check", action="store_true", help="skip the cache section")
     parser.add_argument(
-        "--slow-kind", action="store_true", help="cap torch's kernels at AVX2 (bench/cpu_kind.py)"
+        "--slow-kind",
+        action="store_true",
+        help="run as a CPU without AVX-512/VNNI/native bf16 (bench/cpu_kind.py)",
     )
     args = parser.parse_args()
     if args.slow_kind:

@@ -12,7 +12,7 @@ model and flags, torch threads, the paths ``auto`` picks).
 
     .venv/bin/python bench/train_step.py                       # code, every path
     .venv/bin/python bench/train_step.py --task qa --encoder fp32 --llm-dtypes float32,int8
-    .venv/bin/python bench/train_step.py --slow-kind           # kernels capped at AVX2
+    .venv/bin/python bench/train_step.py --slow-kind           # as a CPU without AVX-512/VNNI/bf16
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def main() -> int:
         "--data", default=str(ROOT.parent / "shared" / "data"), help="folder with <task>/dev.jsonl"
     )
     ap.add_argument(
-        "--slow-kind", action="store_true", help="cap torch's kernels at AVX2 (bench/cpu_kind.py)"
+        "--slow-kind",
+        action="store_true",
+        help="run as a CPU without AVX-512/VNNI/native bf16 (bench/cpu_kind.py)",
     )
     args = ap.parse_args()
     if args.slow_kind:

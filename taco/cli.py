@@ -129,9 +129,12 @@ def _add_compress(sub: argparse._SubParsersAction) -> Handler:
         "--dtype",
         choices=("float32", "bfloat16", "int8", "auto"),
         default="float32",
-        help="encoder precision; int8: dynamic quantization (CPU); auto: the fastest of int8, "
-        "bf16 (where native) and float32 whose decisions agree with float32's on >= 99%% of "
-        "calibration words (checked at load; -v says which, --json's taco.metadata too)",
+        help="encoder precision; int8: dynamic quantization on CPU (ONNX Runtime, fused; the "
+        "graph is built once per model into $TACO_CACHE_DIR/onnx; TACO_INT8_RUNTIME=torch "
+        "uses torch's); auto: the fastest of bf16 (where native), int8 and float32 whose "
+        "decisions agree with float32's on >= 99%% of calibration words, fast paths tried "
+        "with 128-token encoder chunks first (checked at load; -v says which, --json's "
+        "taco.metadata too)",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

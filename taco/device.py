@@ -1,14 +1,15 @@
 """Where and in which precision models run: device and dtype resolution for every model.
 
 A CPU's ``auto`` precisions follow from its feature flags (``cpu_candidates``, a pure
-function), fastest first, as measured on 2-core AMD EPYCs (docs/results.md): with AMX, bf16;
-with AVX2, torch's dynamic int8 on the linear layers (fbgemm), which beats float32 (1.6× on
-MiniLM with AVX2 only, 1.9× with VNNI) and avx512_bf16 without AMX (1.6×); native bf16
-(avx512_bf16) next; float32 always last. Emulated bf16 (no avx512_bf16/amx_bf16) is 3-5×
-*slower* than float32 and is never tried. int8 moves enough scores to change a few percent of
-a trained compressor's keep/drop decisions, so the compressor uses a candidate only after
-checking its decisions against float32's (``Compressor``); the LLM's rule is its own
-(``taco.llm_local.cpu_precision``).
+function), fastest first, as measured on 2-core CPUs (docs/results.md): with AMX, bf16; with
+AVX2, dynamic int8 (int8 weights, activations quantized per call), which beats float32 and
+avx512_bf16 without AMX; native bf16 (avx512_bf16) next; float32 always last. Emulated bf16
+(no avx512_bf16/amx_bf16) is 3-5× *slower* than float32 and is never tried. int8 here is
+torch's (fbgemm) on the linear layers; the compressor's encoder runs int8 on ONNX Runtime
+instead where it can (``taco.compress.onnx_int8``: fused attention, 1.07× torch's int8).
+int8 moves enough scores to change a few percent of a trained compressor's keep/drop
+decisions, so the compressor uses a candidate only after checking its decisions against
+float32's (``Compressor``); the LLM's rule is its own (``taco.llm_local.cpu_precision``).
 """
 
 from __future__ import annotations
