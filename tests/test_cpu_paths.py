@@ -308,3 +308,28 @@ def test_auto_falls_back_to_float32_when_no_fast_path_agrees(
     for path in ("int8 (onnxruntime, 128-token chunks)", "int8 (onnxruntime)", "bfloat16 (torch)"):
         assert f"{path} decisions = float32 on only" in why, why
     assert comp.chunk_tokens is None and comp.metadata["chunk_tokens"] == "window"
+
+
+@pytest.mark.slow
+def test_auto_tries_short_chunks_first_then_full_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The order of ``auto``'s tries on the slow kind: int8 with 128-token chunks, then int8
+    on full windows, then float32 (each passes or fails on the agreement threshold)."""
+    if int8_unavailable(CPU):
+        pytest.skip(f"int8 cannot run here: {int8_unavailable(CPU)}")
+    monkeypatch.setattr("taco.device.cpu_flags", lambda cpuinfo=None: frozenset(AVX2_ONLY))
+    monkeypatch.setattr("taco.compress.compressor.AGREEMENT", 0.0)  # the first try passes
+    first = Compressor.from_pretrained(device="cpu", dtype="auto")
+    assert (first.precision, first.chunk_tokens) == ("int8", 128)
+    assert first.metadata["chunk_tokens"] == "128"
+    assert first.metadata["runtime"] == "onnxruntime"
+    assert "int8 (onnxruntime, 128-token chunks) decisions = float32 on" in first.metadata["why"]
+    text = " ".join(calibration_texts())
+    doc = first.prepare(text)
+    assert max(e - s for s, e in doc.chunks) <= 128 < doc.al.n_tokens
+    assert first.compress(text, rate=0.5).metadata["chunk_tokens"] == "128"
+    # an explicit chunk length is the only one tried
+    asked = Compressor.from_pretrained(device="cpu", dtype="auto", chunk_tokens=256)
+    assert (asked.precision, asked.chunk_tokens) == ("int8", 256)
+    assert "256-token chunks" in asked.metadata["why"]
