@@ -90,8 +90,26 @@ def test_a_failed_export_falls_back_to_torch_int8_with_a_log_line(
     with caplog.at_level(logging.INFO, logger="taco.compress.onnx_int8"):
         comp = Compressor.from_pretrained(device="cpu", dtype="int8")
     assert comp.precision == "int8" and comp.metadata["runtime"] == "torch"
-    assert "not ONNX Runtime (the ONNX export failed: exporter says no)" in caplog.text
+    assert (
+        "not ONNX Runtime (its int8 ONNX graph could not be built or loaded: exporter says no)"
+        in caplog.text
+    )
     assert comp.compress(TEXT, rate=0.5).compressed_prompt
+
+
+@pytest.mark.slow
+def test_a_damaged_cached_graph_is_rebuilt(
+    model_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TACO_CACHE_DIR", str(tmp_path / "cache"))
+    first = Compressor.from_pretrained(model_folder, device="cpu", dtype="int8")
+    (graph,) = graphs(tmp_path / "cache")
+    graph.write_bytes(graph.read_bytes()[:1000])  # e.g. a disk that filled up
+    again = Compressor.from_pretrained(model_folder, device="cpu", dtype="int8")
+    assert again.metadata["runtime"] == "onnxruntime"
+    assert np.array_equal(
+        first.token_probabilities([TEXT])[0], again.token_probabilities([TEXT])[0]
+    )
 
 
 def test_a_missing_onnxruntime_falls_back_too(

@@ -180,9 +180,15 @@ def onnx_int8(model: torch.nn.Module, what: str = "model") -> OnnxTokenClassifie
     """``model`` as a cached, fused, int8 ONNX Runtime session (built on first use)."""
     with _quiet():
         path = cache_dir() / "onnx" / model_digest(model) / "model.int8.onnx"
-    if not path.is_file():
-        log.info("%s: building its int8 ONNX graph (once per model): %s", what, path)
-        build_int8(model, path)
+    if path.is_file():
+        try:
+            return OnnxTokenClassifier(path, model.config)
+        except Exception as exc:  # a damaged cache file: build it again
+            log.warning(
+                "%s: the cached int8 graph %s does not load (%s); rebuilding", what, path, exc
+            )
+    log.info("%s: building its int8 ONNX graph (once per model): %s", what, path)
+    build_int8(model, path)
     return OnnxTokenClassifier(path, model.config)
 
 
@@ -198,7 +204,7 @@ def place_encoder(
                 return onnx_int8(model, what), "int8"
             except Exception as exc:  # the exporter and optimizer raise many kinds
                 first = str(exc).splitlines()[0] if str(exc) else repr(exc)
-                reason = f"the ONNX export failed: {first}"
+                reason = f"its int8 ONNX graph could not be built or loaded: {first}"
         log.info("%s: int8 on torch's dynamic quantization, not ONNX Runtime (%s)", what, reason)
     return place_model(model, precision, device, what)
 
