@@ -54,9 +54,12 @@ $(AIRFLOW_DB): | $(STAMP)
 
 run: setup $(AIRFLOW_DB)
 	@echo "make run: taco_retrain through Airflow (airflow dags test; full log: $(RUN_LOG))"
-	@set -o pipefail; $(VENV)/bin/airflow dags test taco_retrain $(if $(CONF),--conf '$(CONF)') \
+	@set -o pipefail; start=$$(wc -c < $(RUN_LOG) 2>/dev/null || echo 0); \
+	  $(VENV)/bin/airflow dags test taco_retrain $(if $(CONF),--conf '$(CONF)') \
 	  2>&1 | tee -a $(RUN_LOG) | $(RUN_SHOW) \
-	  || { echo "make run: the run failed (the error is above; full log: $(RUN_LOG))"; exit 1; }
+	  || { echo "make run: the run failed; its last error lines (full log: $(RUN_LOG)):"; \
+	       tail -c +$$((start + 1)) $(RUN_LOG) | grep -E 'Error|Exception|error:' | tail -n 4 \
+	       | cut -c1-400 | sed 's/^/  /'; exit 1; }
 	@$(PY) -m taco summary
 
 test: setup

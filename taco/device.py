@@ -23,6 +23,8 @@ from typing import Literal
 
 import torch
 
+from taco.errors import ArgumentError
+
 log = logging.getLogger(__name__)
 
 Precision = Literal["float32", "bfloat16", "int8"]
@@ -35,9 +37,26 @@ CPUINFO = Path("/proc/cpuinfo")
 
 
 def resolve_device(device: str) -> torch.device:
+    """``device`` (cpu | cuda | cuda:N | auto) as a torch device that exists here.
+
+    Raises ArgumentError naming the value when it is none of those, or names a GPU this
+    machine (or this CPU-only torch build) does not have."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ArgumentError(f"device {device!r}: use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = " (this torch is a CPU build)" if torch.version.cuda is None else ""
+            raise ArgumentError(f"device {device!r}: no CUDA GPU here{build}; use cpu or auto")
+        if dev.index is not None and dev.index >= count:
+            raise ArgumentError(f"device {device!r}: this machine has cuda:0 to cuda:{count - 1}")
+    elif dev.type != "cpu":
+        raise ArgumentError(f"device {device!r}: taco runs on cpu or cuda (cuda:N), or auto")
+    return dev
 
 
 def bf16_supported(device: torch.device) -> bool:

@@ -333,3 +333,20 @@ def test_auto_tries_short_chunks_first_then_full_windows(
     asked = Compressor.from_pretrained(device="cpu", dtype="auto", chunk_tokens=256)
     assert (asked.precision, asked.chunk_tokens) == ("int8", 256)
     assert "256-token chunks" in asked.metadata["why"]
+
+
+@pytest.mark.parametrize(
+    ("device", "says"),
+    [
+        ("banana", "use cpu, cuda, cuda:N or auto"),
+        ("mps", "taco runs on cpu or cuda"),
+        ("cuda:99", "(no CUDA GPU here|this machine has cuda:0 to)"),
+    ],
+)
+def test_a_device_that_is_not_here_is_a_clear_error(device: str, says: str) -> None:
+    from taco.device import resolve_device
+    from taco.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=f"device '{device}'.*{says}"):
+        resolve_device(device)
+    assert resolve_device("cpu") == CPU

@@ -162,3 +162,25 @@ def test_chunk_tokens_cut_shorter_chunks_and_are_checked() -> None:
     for bad, err in ((4, ArgumentError), (1.5, ArgumentTypeError), (True, ArgumentTypeError)):
         with pytest.raises(err, match="chunk_tokens"):
             Compressor.from_pretrained(device="cpu", chunk_tokens=bad)
+
+
+def test_a_killed_build_leaves_nothing_behind_after_the_next_one(
+    model_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build killed part-way leaves its ``.build-<pid>-*`` folder; the next build removes
+    it (its process is gone) and keeps a live process's folder."""
+    monkeypatch.setenv("TACO_CACHE_DIR", str(tmp_path / "cache"))
+    fp32 = Compressor.from_pretrained(model_folder, device="cpu")
+    folder = tmp_path / "cache" / "onnx" / model_digest(fp32.model)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (folder / f".build-{dead}-abc").mkdir(parents=True)
+    (folder / f".build-{dead}-abc" / "raw.onnx").write_bytes(b"x" * 1000)
+    (folder / f".build-{os.getpid()}-live").mkdir()
+    Compressor.from_pretrained(model_folder, device="cpu", dtype="int8")
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == [f".build-{os.getpid()}-live", "model.int8.onnx"]

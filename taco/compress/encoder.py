@@ -114,12 +114,12 @@ def load_encoder(name_or_path: str | os.PathLike[str] | None) -> tuple[Any, Any,
         )
         looks_local = os.sep in name and (name.startswith((".", "/", "~")) or name.count("/") > 1)
         if offline or looks_local:
-            why = (
-                "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1)"
-                if offline
-                else "no such folder"
+            if looks_local:
+                raise ModelNotFoundError(f"model {name!r}: no such folder")
+            raise ModelNotFoundError(
+                f"model {name!r} is not a local folder, and the Hugging Face Hub is offline "
+                "(HF_HUB_OFFLINE=1)"
             )
-            raise ModelNotFoundError(f"model {name!r} is not a local folder and {why}")
     kw: dict[str, Any] = {"trust_remote_code": False}
     if local:
         kw["local_files_only"] = True

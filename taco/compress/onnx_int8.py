@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ FUSED_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert")
 
 def onnx_unavailable() -> str | None:
     """Why the ONNX Runtime int8 path cannot run here (None: it can)."""
-    forced = os.environ.get(RUNTIME_ENV, "onnxruntime").strip().lower()
+    forced = os.environ.get(RUNTIME_ENV, "").strip().lower() or "onnxruntime"
     if forced == "torch":
         return f"{RUNTIME_ENV}=torch"
     if forced != "onnxruntime":
@@ -99,6 +100,26 @@ def input_names(config: Any) -> list[str]:
     return names
 
 
+def remove_stale_builds(folder: Path) -> None:
+    """Delete the build folders (``.build-<pid>-*``) of processes that no longer run: a build
+    killed part-way leaves one (~90 MB for MiniLM)."""
+    for stale in folder.glob(".build-*-*"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def build_int8(model: torch.nn.Module, dest: Path) -> None:
     """Export ``model`` (a token classifier) to ONNX, fuse it with ONNX Runtime's transformer
     optimizer where the architecture is one it knows, quantize it dynamically (int8 weights,
@@ -116,7 +137,11 @@ def build_int8(model: torch.nn.Module, dest: Path) -> None:
     mask[1, 12:] = 0  # a padded row, so the mask path is traced
     example = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp, _quiet():
+    remove_stale_builds(dest.parent)
+    with (
+        tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".build-{os.getpid()}-") as tmp,
+        _quiet(),
+    ):
         raw, fused = Path(tmp) / "raw.onnx", Path(tmp) / "fused.onnx"
         torch.onnx.export(
             eager,

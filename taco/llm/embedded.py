@@ -83,6 +83,9 @@ def load_tokenizer(source: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
     if source:
+        path = Path(source).expanduser()
+        if source.startswith((".", "/", "~")) and not path.is_dir():
+            raise FileNotFoundError(f"no such folder: {path}")
         return AutoTokenizer.from_pretrained(source)
     folder = cache_dir() / "models" / EMBEDDED_NAME
     if (folder / "config.json").is_file():
