@@ -258,7 +258,7 @@ def test_sentencepiece_checkpoint_from_a_local_folder(tmp_path):
 
 
 def test_load_errors_are_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing': no such folder$"):
+    with pytest.raises(FileNotFoundError, match=r"missing': no such folder$"):
         Compressor.from_pretrained(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="Hub is offline"):
         Compressor.from_pretrained("someone/some-model")

@@ -81,11 +81,12 @@ def test_int8_probabilities_track_float32(model_folder: Path) -> None:
 
 
 def test_a_failed_export_falls_back_to_torch_int8_with_a_log_line(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(model, dest):
         raise RuntimeError("exporter says no\nmore detail")
 
+    monkeypatch.setenv("TACO_CACHE_DIR", str(tmp_path / "cache"))  # nothing built yet
     monkeypatch.setattr("taco.compress.onnx_int8.build_int8", broken)
     with caplog.at_level(logging.INFO, logger="taco.compress.onnx_int8"):
         comp = Compressor.from_pretrained(device="cpu", dtype="int8")
