@@ -27,6 +27,7 @@ import torch
 
 from taco.compress.encoder import (
     collate,
+    input_names,
     keep_label_index,
     length_buckets,
     load_encoder,
@@ -590,9 +591,7 @@ class Compressor:
         """Encoder logits ``(rows, positions, 2)`` for right-padded rows (with autograd
         when called outside ``torch.inference_mode``: the training policy uses this)."""
         inputs = collate(rows, self.pad_id, self.device)
-        if not getattr(self.model.config, "type_vocab_size", 0) > 1:
-            inputs.pop("token_type_ids")
-        return self.model(**inputs).logits
+        return self.model(**{n: inputs[n] for n in input_names(self.model.config)}).logits
 
     @torch.inference_mode()
     def _forward(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

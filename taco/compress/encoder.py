@@ -40,6 +40,15 @@ def collate(
     }
 
 
+def input_names(config: Any) -> list[str]:
+    """The inputs an encoder takes: ids and mask, and token types only where the model has
+    more than one (``type_vocab_size`` > 1)."""
+    names = ["input_ids", "attention_mask"]
+    if getattr(config, "type_vocab_size", 0) > 1:
+        names.append("token_type_ids")
+    return names
+
+
 def length_buckets(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
     """Group row indices, longest first, into batches of similar length (≥ 80% of the
     batch's longest row) within ``max_tokens`` padded positions and ``max_rows`` rows."""

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from taco.compress.encoder import input_names
 from taco.device import Precision, place_model
 from taco.layout import cache_dir
 
@@ -90,14 +91,6 @@ def _quiet() -> Iterator[None]:
             yield
         finally:
             logging.disable(logging.NOTSET)
-
-
-def input_names(config: Any) -> list[str]:
-    """The encoder inputs the graph takes (token types only where the model has them)."""
-    names = ["input_ids", "attention_mask"]
-    if getattr(config, "type_vocab_size", 0) > 1:
-        names.append("token_type_ids")
-    return names
 
 
 def remove_stale_builds(folder: Path) -> None:
