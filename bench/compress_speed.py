@@ -41,7 +41,7 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
-from cpu_kind import describe, reexec_as_slow_kind
+from cpu_kind import describe, parse_args
 
 from taco.compress.compressor import Compressor
 from taco.compress.encoder import length_buckets
@@ -231,14 +231,7 @@ def main() -> None:
     ap.add_argument(
         "--vs-llmlingua", action="store_true", help="also time llmlingua 0.2.2 (side venv)"
     )
-    ap.add_argument(
-        "--slow-kind",
-        action="store_true",
-        help="run as a CPU without AVX-512/VNNI/native bf16 (bench/cpu_kind.py)",
-    )
-    args = ap.parse_args()
-    if args.slow_kind:
-        reexec_as_slow_kind()
+    args = parse_args(ap)
     if not DATA.exists():
         sys.exit(f"benchmark data not found: {DATA}")
     sizes = [int(s) for s in args.sizes.split(",") if s]

@@ -19,6 +19,7 @@ comparable figures.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import hashlib
 import os
@@ -107,6 +108,20 @@ def reexec_as_slow_kind() -> None:
 
     for module in (taco.device, taco.llm.local):
         module.cpu_flags = lambda cpuinfo=None: effective_flags()  # type: ignore[assignment]
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """``parser``'s arguments plus ``--slow-kind``; with it, the script re-runs as the slow
+    kind (``reexec_as_slow_kind``) before anything else happens."""
+    parser.add_argument(
+        "--slow-kind",
+        action="store_true",
+        help="run as a CPU without AVX-512/VNNI/native bf16 (bench/cpu_kind.py)",
+    )
+    args = parser.parse_args()
+    if args.slow_kind:
+        reexec_as_slow_kind()
+    return args
 
 
 def effective_flags() -> frozenset[str]:

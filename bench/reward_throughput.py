@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from cpu_kind import describe, reexec_as_slow_kind
+from cpu_kind import describe, parse_args
 
 from taco.config import load_params
 from taco.llm.base import CachedLLM
@@ -103,14 +103,7 @@ def main() -> int:
     parser.add_argument("--tasks", default="qa,code,summarization")
     parser.add_argument("--repeats", type=int, default=1, help="median of N timings per cell")
     parser.add_argument("--no-cache-check", action="store_true", help="skip the cache section")
-    parser.add_argument(
-        "--slow-kind",
-        action="store_true",
-        help="run as a CPU without AVX-512/VNNI/native bf16 (bench/cpu_kind.py)",
-    )
-    args = parser.parse_args()
-    if args.slow_kind:
-        reexec_as_slow_kind()
+    args = parse_args(parser)
     if not DATA.is_dir():
         print(f"shared data not found: {DATA}")
         return 1

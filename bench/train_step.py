@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from cpu_kind import describe, reexec_as_slow_kind
+from cpu_kind import describe, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,14 +47,7 @@ def main() -> int:
     ap.add_argument(
         "--data", default=str(ROOT.parent / "shared" / "data"), help="folder with <task>/dev.jsonl"
     )
-    ap.add_argument(
-        "--slow-kind",
-        action="store_true",
-        help="run as a CPU without AVX-512/VNNI/native bf16 (bench/cpu_kind.py)",
-    )
-    args = ap.parse_args()
-    if args.slow_kind:
-        reexec_as_slow_kind()
+    args = parse_args(ap)
     logging.basicConfig(level=logging.WARNING)
 
     import copy

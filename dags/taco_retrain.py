@@ -10,7 +10,8 @@ a retry or a repeated run costs seconds, and `dvc.lock` is the lineage record.
   Airflow Asset for the raw source (`airflow.asset`): an event on it triggers a run.
 - **Per run** (trigger with config): `task`, `format`, `source`, `rates`, `steps`, and
   `params` (any params.yaml sections) are written into the workspace's params.yaml first,
-  as `dvc exp run --set-param` does; dvc.lock records them.
+  as `dvc exp run --set-param` does; dvc.lock records them. Any other key (a typo such as
+  `step`) fails the run at its first task, naming the closest allowed key.
 - **validate** fails the run with the Great Expectations summary (nothing downstream runs);
   the validated data is then pushed to the DVC remote (the data version).
 - **train** runs as its own process (`torchrun` when `train.nproc_per_node` > 1) on the

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import difflib
 import io
 import json
 import logging
@@ -44,6 +45,8 @@ RUN_SETTINGS: dict[str, str] = {
     "rates": "evaluate.rates",
     "steps": "train.steps",
 }
+#: Every key a taco_retrain run's conf may hold: its Airflow params.
+RUN_CONF_KEYS: tuple[str, ...] = (*RUN_SETTINGS, "params")
 
 _TACO_LINE = re.compile(r"^taco: (error|failed): (.*)$")
 _EXIT = re.compile(r"exited with (-?\d+)")
@@ -55,7 +58,13 @@ class StageCrashed(RuntimeError):
 
 def run_overlay(conf: Mapping[str, Any]) -> dict[str, Any]:
     """The nested params overlay of a run's settings: every ``RUN_SETTINGS`` key whose value
-    is not None, then ``conf["params"]`` (a nested mapping of params.yaml sections) over it."""
+    is not None, then ``conf["params"]`` (a nested mapping of params.yaml sections) over it.
+
+    Raises ``ConfigError`` for a key that is not in ``RUN_CONF_KEYS`` (Airflow validates the
+    values of the DAG's params but keeps any other conf key as a new param, so a typo such as
+    ``step`` would be ignored), naming it, the closest allowed key and every allowed one; and
+    for a ``params`` that is not a mapping."""
+    check_run_conf(conf)
     overlay: dict[str, Any] = {}
     for name, dotted in RUN_SETTINGS.items():
         value = conf.get(name)
@@ -70,6 +79,22 @@ def run_overlay(conf: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(extra, Mapping):
         raise ConfigError(f"run settings: params must be a mapping of sections, got {extra!r}")
     return deep_merge(overlay, extra)
+
+
+def check_run_conf(conf: Mapping[str, Any]) -> None:
+    """Raise ``ConfigError`` when ``conf`` holds a key that is not in ``RUN_CONF_KEYS``: one
+    line naming each unknown key, its closest allowed key if any, and the allowed keys."""
+    unknown = sorted(set(conf) - set(RUN_CONF_KEYS), key=str)
+    if not unknown:
+        return
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), RUN_CONF_KEYS, n=1)
+        named.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    raise ConfigError(
+        f"run settings: unknown key(s) {', '.join(named)}; allowed: {', '.join(RUN_CONF_KEYS)} "
+        "(params.yaml sections go under 'params')"
+    )
 
 
 def _yaml() -> Any:
@@ -130,8 +155,10 @@ def run_stage(
     Returns ``{"stage", "ran", "seconds", "cpu_seconds", "summary"}``: ``ran`` False when DVC
     found the stage up to date or restored its outputs from its run cache; ``cpu_seconds`` of
     the stage's processes; ``summary`` the dict the stage printed, or None.
-    Raises ``UserError`` / ``StageFailed`` with the stage's own one-line message when it
-    exited 2 / 1 (a "no" that a retry will not change), ``StageCrashed`` otherwise.
+    Raises ``ConfigError`` (a ``UserError``) for an unknown or bad run setting, before the
+    stage runs or params.yaml changes; ``UserError`` / ``StageFailed`` with the stage's own
+    one-line message when it exited 2 / 1 (a "no" that a retry will not change),
+    ``StageCrashed`` otherwise.
     """
     params_file = root / "params.yaml"
     set_params(params_file, run_overlay(conf or {}))

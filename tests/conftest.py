@@ -6,14 +6,11 @@ import os
 
 import pytest
 
+from taco.cli import OFFLINE_ENV
+
 # Offline by construction, for this process and every subprocess a test starts.
 for key, value in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-    "BENTOML_DO_NOT_TRACK": "true",
+    **OFFLINE_ENV,
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "TOKENIZERS_PARALLELISM": "false",
 }.items():

@@ -177,6 +177,48 @@ def test_compress_prompt_list_context_and_target_token(comp, squad):
         comp.compress_prompt(contexts[0], rate=0.5, no_such_option=True)
 
 
+def test_compress_prompt_word_labels(comp, squad):
+    """LLMLingua-2's return_word_label: every word with 1 (kept) or 0, in order; the kept
+    ones rebuild the compressed prompt."""
+    context = squad[5]["context"]
+    d = comp.compress_prompt(context, rate=0.4, return_word_label=True)
+    pairs = [item.rsplit(" ", 1) for item in d["fn_labeled_original_prompt"].split("\t\t|\t\t")]
+    assert [w for w, _ in pairs] == [w for w, _ in pairs if w]  # no empty words
+    assert {label for _, label in pairs} == {"0", "1"}
+    assert "".join(w for w, _ in pairs) == "".join(context.split())  # words only, in order
+    kept = [w for w, label in pairs if label == "1"]
+    assert "".join(kept) == "".join(d["compressed_prompt"].split())
+    custom = comp.compress_prompt(
+        context, rate=0.4, return_word_label=True, word_sep="|", label_sep="="
+    )["fn_labeled_original_prompt"]
+    assert custom.split("|")[0] == f"{pairs[0][0]}={pairs[0][1]}"
+    assert "fn_labeled_original_prompt" not in comp.compress_prompt(context, rate=0.4)
+
+
+def test_compress_prompt_token_to_word_and_drop_consecutive(comp, squad, code, caplog):
+    context = code[3]["context"]  # identifiers: many words of several sub-tokens
+    mean = comp.compress_prompt(context, rate=0.5, return_word_label=True)
+    first = comp.compress_prompt(context, rate=0.5, token_to_word="first", return_word_label=True)
+    assert first["fn_labeled_original_prompt"] != mean["fn_labeled_original_prompt"]
+    with pytest.raises(ValueError, match="token_to_word must be one of mean, first, got 'max'"):
+        comp.compress_prompt(context, rate=0.5, token_to_word="max")
+    dots = "Alpha beta. . . Gamma delta, , epsilon. . zeta eta theta iota kappa."
+    kept = comp.compress_prompt(dots, rate=1.0, force_tokens=[".", ","])["compressed_prompt"]
+    assert ". . ." in kept
+    once = comp.compress_prompt(dots, rate=1.0, force_tokens=[".", ","], drop_consecutive=True)
+    assert ". ." not in once["compressed_prompt"] and ", ," not in once["compressed_prompt"]
+    assert (
+        once["compressed_prompt"] == "Alpha beta. Gamma delta, epsilon. zeta eta theta iota kappa."
+    )
+    assert once["compressed_tokens"] < comp.compress_prompt(dots, rate=1.0)["compressed_tokens"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="taco.compress.compressor"):
+        comp.compress_prompt(context, rate=0.5, chunk_end_tokens=[".", "\n"])  # the default
+        assert not caplog.records
+        comp.compress_prompt(context, rate=0.5, use_context_level_filter=True)
+    assert "use_context_level_filter=True: no effect in taco" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("kwargs", "exc", "message"),
     [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,53 @@ def test_bad_airflow_params_are_a_dag_import_error_naming_the_key(
     monkeypatch.setenv("TACO_WORKSPACE", str(ws))
     errors = DagBag(dag_folder=str(DAGS)).import_errors
     assert errors and all("airflow.start_date" in str(e) for e in errors.values())
+
+
+def test_an_unknown_run_conf_key_fails_make_run_at_its_first_task_naming_it(
+    tmp_path: Path,
+) -> None:
+    """``make run CONF='{"step": 3}'`` (``airflow dags test --conf``): Airflow keeps a conf key
+    that is not a DAG param as a new param, so taco refuses it before any stage runs or
+    params.yaml changes, and the run's last error lines (what `make run` shows) name it."""
+    from taco import pipeline
+
+    ws = _workspace_params(tmp_path, {"retries": 0})
+    before = (ws / "params.yaml").read_bytes()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TACO_WORKSPACE": str(ws),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+    }
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    migrate = [airflow, "db", "migrate"]
+    subprocess.run(migrate, env=env, check=True, capture_output=True, timeout=300)
+    conf = json.dumps({"step": 3, "source": "data/raw.jsonl"})
+    out = subprocess.run(
+        [airflow, "dags", "test", "taco_retrain", "--conf", conf],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    log = out.stdout + out.stderr
+    assert out.returncode != 0, log[-3000:]
+    shown = [ln for ln in log.splitlines() if re.search(r"Error|Exception|error:", ln)][-4:]
+    expected = (
+        "taco.config.ConfigError: run settings: unknown key(s) 'step' (did you mean 'steps'?); "
+        f"allowed: {', '.join(pipeline.RUN_CONF_KEYS)}"
+    )
+    assert any(ln.strip().startswith(expected) for ln in shown), shown
+    assert re.findall(r"\[DAG TEST\] starting task_id=(\w+)", log) == ["ingest"]  # only it ran
+    assert (ws / "params.yaml").read_bytes() == before  # "source" was not written either
+
+
+def test_the_run_conf_keys_taco_allows_are_the_retrain_dags_params(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taco import pipeline
+
+    dag = _bag(monkeypatch).dags["taco_retrain"]
+    assert set(dag.params) == set(pipeline.RUN_CONF_KEYS)

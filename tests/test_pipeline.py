@@ -34,6 +34,20 @@ def test_run_overlay_maps_the_dag_params_to_params_yaml_keys() -> None:
         pipeline.run_overlay({"params": [1, 2]})
 
 
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"step": 3}, "unknown key(s) 'step' (did you mean 'steps'?); allowed: task, format, "),
+        ({"bogus": 1, "steps": 3}, "unknown key(s) 'bogus'; allowed: task, format, source, "),
+        ({"train": {"steps": 3}}, "allowed: task, format, source, rates, steps, params (params"),
+    ],
+)
+def test_run_overlay_refuses_a_key_that_is_not_a_dag_param(conf: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        pipeline.run_overlay(conf)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
 @pytest.fixture
 def params_file(tmp_path: Path) -> Path:
     path = tmp_path / "params.yaml"

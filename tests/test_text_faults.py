@@ -550,6 +550,28 @@ def test_cli_escapes_and_whitespace_force_tokens(tmp_path):
     assert "taco: error: force token '\\t' is only whitespace" in bad.stderr
 
 
+def test_cli_is_offline_unless_told_otherwise(tmp_path):
+    """A hub id that is not downloaded fails at once with the way out, not after retries."""
+    f = tmp_path / "t.txt"
+    f.write_text("some words to compress", encoding="utf-8")
+    hub_vars = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+    args = ("compress", "--rate", "0.5", "--model", "someorg/nomodel", str(f))
+    out = run_taco(*args, unset=hub_vars)
+    assert out.returncode == 2
+    assert "Hugging Face Hub is offline" in out.stderr and "HF_HUB_OFFLINE=0" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_cli_warns_when_nothing_is_kept(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("alpha beta gamma delta", encoding="utf-8")
+    out = run_taco("compress", "--rate", "1e-9", str(f))
+    assert out.returncode == 0 and out.stdout == "\n"
+    assert "nothing was kept: the budget (--rate 1e-09 of 4 tokens) is smaller" in out.stderr
+    kept = run_taco("compress", "--rate", "0.5", str(f))
+    assert kept.stdout.strip() and "nothing was kept" not in kept.stderr
+
+
 def test_llmlingua_dict_says_0_percent_when_nothing_is_kept(comp):
     d = comp.compress_prompt("Some words that will all be dropped here.", target_token=0)
     assert d["compressed_prompt"] == "" and d["compressed_tokens"] == 0

@@ -108,6 +108,39 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path) -> No
     assert [v for _, v in rb] == pytest.approx([v for _, v in ra], abs=1e-6)
 
 
+def test_a_resumed_runs_record_and_summary_span_the_steps_before_the_kill(
+    tmp_path: Path,
+) -> None:
+    """The run record's first steps (what ``taco summary`` shows) start at step 1 and its
+    reward/val curve at step 0 after a kill and resume, not at the resumed steps."""
+    from taco import pipeline
+
+    params = _with_val_rows(
+        tmp_path, {"steps": 6, "checkpoint_every": 4, "eval_every": 2, "eval_rows": 3}
+    )
+    checkpoint = Layout.of(params, tmp_path).train_checkpoints / "checkpoint.pt"
+
+    class Crash(FakeLLM):
+        def loglik(self, prompts, continuations, *, reduction="mean"):
+            if checkpoint.is_file():  # killed right after the step-4 checkpoint
+                raise KeyboardInterrupt
+            return super().loglik(prompts, continuations, reduction=reduction)
+
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(params, tmp_path, llm=Crash(), progress=False)
+    record = tr.train(params, tmp_path, llm=FakeLLM(), progress=False)
+    assert record["resumed_from_step"] == 4
+    rewards = [v for _, v in _tsv(Layout.of(params, tmp_path).train_reports, "reward/mean")]
+    assert len(rewards) == 6  # steps 1..6, each once
+    first = record["first_steps"]["reward/mean"]
+    assert first == pytest.approx(sum(rewards) / 6, abs=1e-5)  # window of 10: all six
+    assert first != pytest.approx(sum(rewards[4:]) / 2, abs=1e-5)  # not the resumed two
+    assert [s for s, _ in record["val_rewards"]] == [0, 2, 4, 6]
+    run = json.loads((Layout.of(params, tmp_path).trained_model / "taco_run.json").read_text())
+    assert run["first_steps"] == record["first_steps"]
+    assert f"reward/mean      {first:.4f} (first steps)" in pipeline.summary(tmp_path, params)
+
+
 def test_changed_params_do_not_resume(tmp_path: Path) -> None:
     params = load_params(train_setup(tmp_path, train={"steps": 2}))
     tr.train(params, tmp_path, llm=FakeLLM(), progress=False)

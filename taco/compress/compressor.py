@@ -34,9 +34,11 @@ from taco.compress.encoder import (
 )
 from taco.compress.onnx_int8 import place_encoder, runtime_of
 from taco.compress.selection import (
+    WORD_SCORE_MODES,
     TokenCounter,
     check_budget_args,
     count_many,
+    drop_repeated_forced,
     forced_words,
     item_starts,
     keep_together,
@@ -492,6 +494,11 @@ class Compressor:
         force_reserve_digit: bool = False,
         question: str = "",
         keep_newlines: bool | None = None,
+        return_word_label: bool = False,
+        word_sep: str = "\t\t|\t\t",
+        label_sep: str = " ",
+        token_to_word: str = "mean",
+        drop_consecutive: bool = False,
         **llmlingua_options: Any,
     ) -> dict[str, Any]:
         """Drop-in for LLMLingua-2's ``PromptCompressor.compress_prompt``: same argument
@@ -500,15 +507,31 @@ class Compressor:
         the whole ``compressed_prompt``: the kept contexts joined by ``CONTEXT_SEPARATOR``
         (contexts with nothing kept, blank ones included, add no separator);
         ``compressed_prompt_list`` has one entry per context, in order (``""`` where nothing
-        was kept). ``keep_newlines`` as in ``compress``."""
-        ignored = sorted(set(llmlingua_options) - _LLMLINGUA_IGNORED)
-        if ignored:
+        was kept). ``keep_newlines`` as in ``compress``.
+
+        As in LLMLingua-2: ``token_to_word`` (``mean`` | ``first``) turns sub-token
+        keep-probabilities into a word's; ``drop_consecutive`` drops a kept forced word that
+        repeats the kept word before it (``. .`` → ``.``); ``return_word_label`` adds
+        ``fn_labeled_original_prompt``: every word of the context(s) with its label (1 kept,
+        0 dropped), ``f"{word}{label_sep}{label}"`` joined by ``word_sep``. LLMLingua's
+        context-level options (``use_context_level_filter``, ``chunk_end_tokens``, ...) are
+        accepted; given a value other than LLMLingua's default they have no effect here and
+        log a warning. Raises ``ArgumentError``/``ArgumentTypeError`` naming a bad argument."""
+        unknown = sorted(set(llmlingua_options) - set(_LLMLINGUA_NO_EFFECT))
+        if unknown:
             raise ArgumentTypeError(
-                f"compress_prompt() got unsupported argument(s): {', '.join(ignored)}"
+                f"compress_prompt() got unsupported argument(s): {', '.join(unknown)}"
             )
-        if llmlingua_options:
-            log.debug(
-                "ignoring LLMLingua options without effect here: %s", sorted(llmlingua_options)
+        changed = {k: v for k, v in llmlingua_options.items() if v != _LLMLINGUA_NO_EFFECT[k]}
+        if changed:
+            log.warning(
+                "compress_prompt: %s: no effect in taco, which compresses every context at "
+                "the token level, cut into chunks at sentence ends and line breaks",
+                ", ".join(f"{k}={v!r}" for k, v in sorted(changed.items())),
+            )
+        if token_to_word not in WORD_SCORE_MODES:
+            raise ArgumentError(
+                f"token_to_word must be one of {', '.join(WORD_SCORE_MODES)}, got {token_to_word!r}"
             )
         if isinstance(target_token, bool) or not isinstance(target_token, int):
             raise ArgumentTypeError(
@@ -533,9 +556,24 @@ class Compressor:
         doc = self.prepare(joined, question)
         probs = self._encode([doc])[0]
         res = self._select(
-            doc, probs, rate, target, force, force_reserve_digit, self.unit, newlines, bounds
+            doc,
+            probs,
+            rate,
+            target,
+            force,
+            force_reserve_digit,
+            self.unit,
+            newlines,
+            bounds,
+            token_to_word=token_to_word,
+            drop_consecutive=drop_consecutive,
         )
-        return res.to_llmlingua_dict()
+        out = res.to_llmlingua_dict()
+        if return_word_label:
+            out["fn_labeled_original_prompt"] = word_labels(
+                doc.al, res.kept_spans, word_sep, label_sep
+            )
+        return out
 
     # ----------------------------------------------------------------------------- encoder
 
@@ -652,10 +690,14 @@ class Compressor:
         unit: str = "word",
         keep_newlines: bool = True,
         segments: Sequence[tuple[int, int]] | None = None,
+        *,
+        token_to_word: str = "mean",
+        drop_consecutive: bool = False,
     ) -> CompressionResult:
         """Global budget over the whole text; ``segments`` (character ranges of a list's
         contexts in the joined text) give LLMLingua's ``compressed_prompt_list``, and the
-        budget then counts the kept contexts joined by ``CONTEXT_SEPARATOR``."""
+        budget then counts the kept contexts joined by ``CONTEXT_SEPARATOR``;
+        ``token_to_word`` and ``drop_consecutive`` as in ``compress_prompt``."""
         al = doc.al
         if al.n_words == 0:
             return CompressionResult.build(
@@ -663,7 +705,8 @@ class Compressor:
             )
         origin, costs = self.budget_costs(doc)
         budget = token_budget(origin, rate, target_tokens)
-        scores = ranking_scores(word_scores(token_probs, al), al, unit, self.position_prior)
+        probs = word_scores(token_probs, al, token_to_word)
+        scores = ranking_scores(probs, al, unit, self.position_prior)
         forced = forced_words(al, force, keep_digits)
         groups = keep_together(al, force)
         scores = scores + (np.ptp(scores) + 1.0) * forced  # forced words first
@@ -677,6 +720,12 @@ class Compressor:
         keep, text, count = self.fit_words(
             doc, scores, costs, budget, unit, keep_newlines, groups, rebuild
         )
+        if drop_consecutive:
+            deduped = drop_repeated_forced(al, keep, forced)
+            if not np.array_equal(deduped, keep):
+                keep = deduped
+                text = rebuild(keep) if rebuild else render(al, keep, keep_newlines=keep_newlines)
+                count = self.count_tokens(text)
         if forced.any() and not keep[forced].all():
             log.warning(
                 "forced words (force_tokens%s) need more than the budget of %d tokens: "
@@ -703,19 +752,32 @@ def join_contexts(parts: Sequence[str]) -> str:
     return CONTEXT_SEPARATOR.join(p for p in parts if p)
 
 
-_LLMLINGUA_IGNORED = frozenset(
-    {
-        "use_context_level_filter",
-        "use_token_level_filter",
-        "drop_consecutive",
-        "chunk_end_tokens",
-        "instruction",
-        "use_sentence_level_filter",
-        "target_context",
-        "context_level_rate",
-        "context_level_target_token",
-    }
-)
+# LLMLingua-2 options taco accepts without effect, with LLMLingua 0.2.2's defaults (a value
+# other than these logs a warning)
+_LLMLINGUA_NO_EFFECT: dict[str, Any] = {
+    "use_context_level_filter": False,
+    "use_token_level_filter": True,
+    "chunk_end_tokens": [".", "\n"],
+    "instruction": "",
+    "use_sentence_level_filter": False,
+    "target_context": -1,
+    "context_level_rate": 1.0,
+    "context_level_target_token": -1,
+    "force_context_ids": None,
+}
+
+
+def word_labels(
+    al: Alignment, kept_spans: Iterable[tuple[int, int]], word_sep: str, label_sep: str
+) -> str:
+    """LLMLingua-2's ``fn_labeled_original_prompt``: every word of ``al`` (in order) as
+    ``f"{word}{label_sep}{label}"`` (1: its span is in ``kept_spans``, else 0), joined by
+    ``word_sep``."""
+    kept = {start for start, _ in kept_spans}
+    return word_sep.join(
+        f"{al.text[a:b]}{label_sep}{int(a in kept)}"
+        for a, b in zip(al.word_start.tolist(), al.word_end.tolist(), strict=True)
+    )
 
 
 def ranking_scores(

@@ -127,7 +127,7 @@ def load_encoder(name_or_path: str | os.PathLike[str] | None) -> tuple[Any, Any,
                 raise ModelNotFoundError(f"model {name!r}: no such folder")
             raise ModelNotFoundError(
                 f"model {name!r} is not a local folder, and the Hugging Face Hub is offline "
-                "(HF_HUB_OFFLINE=1)"
+                "(HF_HUB_OFFLINE=1; set HF_HUB_OFFLINE=0 to download it)"
             )
     kw: dict[str, Any] = {"trust_remote_code": False}
     if local:

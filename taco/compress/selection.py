@@ -244,9 +244,32 @@ def keep_together(al: Alignment, force_tokens: Iterable[str]) -> np.ndarray:
     return np.cumsum(~glue) - 1
 
 
-def word_scores(token_probs: np.ndarray, al: Alignment) -> np.ndarray:
-    """Word keep-probability = mean of its sub-token probabilities (LLMLingua-2's rule)."""
+WORD_SCORE_MODES = ("mean", "first")  # LLMLingua-2's token_to_word
+
+
+def word_scores(token_probs: np.ndarray, al: Alignment, mode: str = "mean") -> np.ndarray:
+    """Word keep-probability from its sub-tokens' (``token_probs``: shape (n_tokens,)):
+    their mean (LLMLingua-2's default rule) or (``first``) the first one's; shape
+    (n_words,). Raises ValueError for another ``mode``."""
+    if mode not in WORD_SCORE_MODES:
+        raise ValueError(f"word score mode must be one of {WORD_SCORE_MODES}, got {mode!r}")
     if al.n_words == 0:
         return np.zeros(0, dtype=np.float64)
-    sums = np.add.reduceat(token_probs.astype(np.float64), al.word_first_token)
-    return sums / al.word_n_tokens
+    probs = token_probs.astype(np.float64)
+    if mode == "first":
+        return probs[al.word_first_token]
+    return np.add.reduceat(probs, al.word_first_token) / al.word_n_tokens
+
+
+def drop_repeated_forced(al: Alignment, keep: np.ndarray, forced: np.ndarray) -> np.ndarray:
+    """LLMLingua-2's ``drop_consecutive``: ``keep`` (boolean, per word) without every kept
+    forced word whose text equals the kept word just before it (``. .`` → ``.``)."""
+    out = keep.copy()
+    prev = None
+    for i in np.flatnonzero(keep).tolist():
+        word = al.text[al.word_start[i] : al.word_end[i]]
+        if forced[i] and word == prev:
+            out[i] = False
+            continue
+        prev = word
+    return out

@@ -114,7 +114,8 @@ def _load(source: str | None, dtype: torch.dtype) -> tuple[Any, Any, str]:
         ):
             raise LLMError(
                 f"llm.model: {source!r} is not a local folder or .gguf file, and the Hugging Face "
-                "Hub is offline (HF_HUB_OFFLINE=1); point llm.model at a downloaded folder"
+                "Hub is offline (HF_HUB_OFFLINE=1); point llm.model at a downloaded folder, or set "
+                "HF_HUB_OFFLINE=0 to download it"
             ) from None
         raise LLMError(f"llm.model: cannot load {source!r}: {str(exc).splitlines()[0]}") from None
     return model, tokenizer, model_id

@@ -395,6 +395,10 @@ def train(
     generator = torch.Generator(device=device).manual_seed(params.base.seed * 1000 + ranks.rank)
     first, bad_steps = 0, 0
     best: dict[str, Any] | None = None  # train.keep: best_val — its step, reward/val, weights
+    # every step's metrics and the reward/val points since step 0: a resumed run takes the
+    # ones before its checkpoint from it, so the run record spans the whole run
+    history: list[dict[str, float]] = []
+    val_curve: list[tuple[int, float]] = []
     state = load_checkpoint(layout.train_checkpoints, fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -405,6 +409,8 @@ def train(
         generator.set_state(rank_state["generator"])
         first, bad_steps = int(state["step"]), int(state["bad_steps"])
         best = state.get("best")
+        history = list(state.get("history", []))  # none in a checkpoint from before they were kept
+        val_curve = [(int(s), float(v)) for s, v in state.get("val_curve", [])]
         if ranks.main:
             log.info("resuming from step %d (%s)", first, layout.train_checkpoints)
     llm = llm or build_llm(params.llm)
@@ -415,7 +421,6 @@ def train(
             val_rows = load_rows(params, root, "val")[: p.eval_rows]
         except UserError as exc:
             log.warning("no validation rewards: %s", exc)
-    val_curve: list[tuple[int, float]] = []
     live = (
         _open_live(layout.train_reports, first if state is not None else None)
         if ranks.main
@@ -430,7 +435,6 @@ def train(
         )
     trainable = [q for q in model.parameters() if q.requires_grad]
     started = time.perf_counter()
-    history: list[dict[str, float]] = []
     bar = tqdm(
         total=p.steps,
         initial=first,
@@ -508,6 +512,8 @@ def train(
                         "ranks": rng,
                         "config": config,
                         "best": best,
+                        "history": history,
+                        "val_curve": val_curve,
                     },
                 )
     bar.close()

@@ -187,8 +187,8 @@ CompressResponses = Annotated[
 
 
 class LLMLinguaRequest(BaseModel):
-    """LLMLingua's ``compress_prompt`` arguments (its other options are accepted and have
-    no effect; unknown ones get 422)."""
+    """LLMLingua's ``compress_prompt`` arguments (its context-level options are accepted
+    and have no effect, see ``Compressor.compress_prompt``; unknown ones get 422)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -200,6 +200,11 @@ class LLMLinguaRequest(BaseModel):
     )
     force_reserve_digit: bool = Field(False, strict=True)
     question: Text = ""
+    return_word_label: bool = Field(False, strict=True)
+    word_sep: str = Field("\t\t|\t\t", min_length=1, max_length=100)
+    label_sep: str = Field(" ", min_length=1, max_length=100)
+    token_to_word: Literal["mean", "first"] = "mean"
+    drop_consecutive: bool = Field(False, strict=True)
 
     @model_validator(mode="after")
     def _check_budget(self) -> LLMLinguaRequest:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,11 @@ def shared_data(task: str) -> Path:
 
 
 def run_taco(
-    *args: str, cwd: Path | None = None, stdin: str | None = None
+    *args: str, cwd: Path | None = None, stdin: str | None = None, unset: Sequence[str] = ()
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m taco ARGS` as a real subprocess (taco importable from any cwd)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    """Run `python -m taco ARGS` as a real subprocess (taco importable from any cwd), without
+    the environment variables named in ``unset``."""
+    env = {k: v for k, v in os.environ.items() if k not in unset} | {"PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "taco", *args],
         cwd=cwd,

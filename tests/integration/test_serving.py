@@ -233,6 +233,15 @@ def test_llmlingua_drop_in(service, local, code) -> None:
     assert got.json() == want  # LLMLingua's keys and formats (tests/test_compressor.py)
     unknown = service.post("/compress_llmlingua", {"context": "a b", "dynamic_x": 1})
     assert unknown.status_code == 422 and "dynamic_x" in unknown.json()["error"]
+    labelled = {"context": code[5], "rate": 0.4, "return_word_label": True, "label_sep": "="}
+    got = service.post("/compress_llmlingua", {**labelled, "drop_consecutive": True})
+    assert got.status_code == 200
+    want = local.compress_prompt(
+        code[5], rate=0.4, return_word_label=True, label_sep="=", drop_consecutive=True
+    )
+    assert got.json() == want and "fn_labeled_original_prompt" in want
+    bad = service.post("/compress_llmlingua", {**labelled, "token_to_word": "max"})
+    assert bad.status_code == 422 and "token_to_word" in bad.json()["error"]
 
 
 def test_model_endpoint_describes_the_served_model(service) -> None:
