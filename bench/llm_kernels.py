@@ -115,6 +115,7 @@ def _session(model: object) -> Callable[[np.ndarray], object]:
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # or torch waits
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return lambda x: sess.run(None, {"X": x})
 

@@ -30,6 +30,7 @@ from taco.config import load_params
 WORKSPACE = Path(os.environ.get("TACO_WORKSPACE") or Path(__file__).resolve().parents[1])
 SETTINGS = load_params(WORKSPACE / "params.yaml").airflow
 STAGES = ("prepare", "validate", "teacher", "evaluate")
+REPRODUCE_CONF_KEYS = ("tag", "tolerance")  # its params: any other conf key is a typo
 
 
 def _stage_task(name: str) -> Any:
@@ -71,8 +72,9 @@ def _stage_task(name: str) -> Any:
 def taco_reproduce() -> None:
     @task(task_id="restore")
     def restore(params: dict[str, Any] | None = None) -> dict[str, Any]:
-        from taco import reproduce
+        from taco import pipeline, reproduce
 
+        pipeline.check_run_conf(params or {}, REPRODUCE_CONF_KEYS)  # a typo fails here
         return reproduce.setup(str((params or {})["tag"]), WORKSPACE)
 
     @task(task_id="compare")

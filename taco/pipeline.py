@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,19 +81,20 @@ def run_overlay(conf: Mapping[str, Any]) -> dict[str, Any]:
     return deep_merge(overlay, extra)
 
 
-def check_run_conf(conf: Mapping[str, Any]) -> None:
-    """Raise ``ConfigError`` when ``conf`` holds a key that is not in ``RUN_CONF_KEYS``: one
-    line naming each unknown key, its closest allowed key if any, and the allowed keys."""
-    unknown = sorted(set(conf) - set(RUN_CONF_KEYS), key=str)
+def check_run_conf(conf: Mapping[str, Any], allowed: Sequence[str] = RUN_CONF_KEYS) -> None:
+    """Raise ``ConfigError`` when ``conf`` holds a key that is not in ``allowed`` (a DAG's
+    params; default taco_retrain's): one line naming each unknown key, its closest allowed
+    key if any, and the allowed keys."""
+    unknown = sorted(set(conf) - set(allowed), key=str)
     if not unknown:
         return
     named = []
     for key in unknown:
-        close = difflib.get_close_matches(str(key), RUN_CONF_KEYS, n=1)
+        close = difflib.get_close_matches(str(key), allowed, n=1)
         named.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    hint = " (params.yaml sections go under 'params')" if "params" in allowed else ""
     raise ConfigError(
-        f"run settings: unknown key(s) {', '.join(named)}; allowed: {', '.join(RUN_CONF_KEYS)} "
-        "(params.yaml sections go under 'params')"
+        f"run settings: unknown key(s) {', '.join(named)}; allowed: {', '.join(allowed)}{hint}"
     )
 
 

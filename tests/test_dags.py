@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -174,3 +175,20 @@ def test_the_run_conf_keys_taco_allows_are_the_retrain_dags_params(
 
     dag = _bag(monkeypatch).dags["taco_retrain"]
     assert set(dag.params) == set(pipeline.RUN_CONF_KEYS)
+
+
+def test_the_reproduce_dag_checks_its_conf_against_its_own_params(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taco import pipeline
+    from taco.config import ConfigError
+
+    keys = runpy.run_path(str(DAGS / "taco_reproduce.py"))["REPRODUCE_CONF_KEYS"]
+    assert set(_bag(monkeypatch).dags["taco_reproduce"].params) == set(keys)
+    pipeline.check_run_conf({"tag": "m:1", "tolerance": 0.1}, keys)
+    with pytest.raises(ConfigError) as info:
+        pipeline.check_run_conf({"tag": "m:1", "tolerence": 0.1}, keys)
+    assert str(info.value) == (
+        "run settings: unknown key(s) 'tolerence' (did you mean 'tolerance'?); "
+        "allowed: tag, tolerance"
+    )
