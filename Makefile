@@ -54,7 +54,7 @@ $(AIRFLOW_DB): | $(STAMP)
 
 run: setup $(AIRFLOW_DB)
 	@echo "make run: taco_retrain through Airflow (airflow dags test; full log: $(RUN_LOG))"
-	@set -o pipefail; start=$$(wc -c < $(RUN_LOG) 2>/dev/null || echo 0); \
+	@set -o pipefail; start=$$(stat -c %s $(RUN_LOG) 2>/dev/null || echo 0); \
 	  $(VENV)/bin/airflow dags test taco_retrain $(if $(CONF),--conf '$(CONF)') \
 	  2>&1 | tee -a $(RUN_LOG) | $(RUN_SHOW) \
 	  || { echo "make run: the run failed; its last error lines (full log: $(RUN_LOG)):"; \

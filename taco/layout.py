@@ -63,6 +63,16 @@ def cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "taco"
 
 
+def hub_offline() -> bool:
+    """Whether taco keeps off the Hugging Face Hub: yes unless ``HF_HUB_OFFLINE`` is set to
+    a false value (``0``, ``false``, ``no``, ``off``) and ``TRANSFORMERS_OFFLINE`` is not set
+    to a true one. Offline by construction: a hub id that is not downloaded fails at once
+    instead of downloading, in the Python API as on the command line."""
+    false, true = ("0", "false", "no", "off"), ("1", "true", "yes", "on")
+    allowed = os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() in false
+    return not allowed or os.environ.get("TRANSFORMERS_OFFLINE", "").strip().lower() in true
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """Paths of one project: ``root`` (the repository) / ``data_dir`` for ``task``.

@@ -30,9 +30,22 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 
 
 def _read(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    """The params sections in ``path``; ``ConfigError`` names the file (and the line of a YAML
+    error) when it is missing, unreadable or not a mapping."""
+    from taco.config import ConfigError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML") from None
     if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: expected a mapping of params sections")
+        raise ConfigError(f"{path}: expected a mapping of params sections")
     return dict(data)
 
 
@@ -60,7 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("overlays", type=Path, nargs="+", help="partial params files, applied in order")
     ap.add_argument("-o", "--out", type=Path, required=True, help="merged params file to write")
     args = ap.parse_args(argv)
-    write_overlaid(args.base, args.overlays, args.out)
+    from taco.config import ConfigError
+
+    try:
+        write_overlaid(args.base, args.overlays, args.out)
+    except ConfigError as exc:
+        sys.stderr.write(f"taco.overlay: error: {exc}\n")
+        return 2
     sys.stdout.write(f"{args.out}\n")
     return 0
 

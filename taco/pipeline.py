@@ -85,6 +85,8 @@ def check_run_conf(conf: Mapping[str, Any], allowed: Sequence[str] = RUN_CONF_KE
     """Raise ``ConfigError`` when ``conf`` holds a key that is not in ``allowed`` (a DAG's
     params; default taco_retrain's): one line naming each unknown key, its closest allowed
     key if any, and the allowed keys."""
+    if not isinstance(conf, Mapping):
+        raise ConfigError(f"run settings must be a JSON object, got {type(conf).__name__}")
     unknown = sorted(set(conf) - set(allowed), key=str)
     if not unknown:
         return
@@ -112,8 +114,8 @@ def _yaml() -> Any:
 
 def set_params(path: Path, overlay: Mapping[str, Any]) -> bool:
     """Write ``overlay`` into the params file ``path`` (comments kept), atomically, after
-    validating the result; return whether anything changed. ``ConfigError`` names a bad key
-    or value, and ``path`` is then left as it was."""
+    validating the result (``base.task`` must be a registered task); return whether anything
+    changed. ``ConfigError`` names a bad key or value, and ``path`` is then left as it was."""
     if not overlay:
         return False
     rt = _yaml()
@@ -132,10 +134,12 @@ def set_params(path: Path, overlay: Mapping[str, Any]) -> bool:
     rt.dump(doc, buf)
     if buf.getvalue() == text:
         return False
+    from taco.tasks.registry import get_task
+
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(buf.getvalue(), encoding="utf-8")
     try:
-        load_params(tmp)
+        get_task(load_params(tmp).base.task)  # a task this pipeline knows, or ConfigError
     except ConfigError as exc:
         tmp.unlink(missing_ok=True)
         raise ConfigError(f"the run's settings: {str(exc).replace(str(tmp), str(path))}") from None

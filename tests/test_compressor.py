@@ -247,6 +247,8 @@ def test_bad_text_types(comp):
         comp.compress_many("not a list", rate=0.5)
     with pytest.raises(ValueError, match="target_token must be >= 0"):
         comp.compress_prompt("text", target_token=-5)
+    with pytest.raises(TypeError, match=r"context must be a str or a list of strings, got bytes"):
+        comp.compress_prompt(b"some bytes", rate=0.5)
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t \n"])
@@ -299,10 +301,26 @@ def test_sentencepiece_checkpoint_from_a_local_folder(tmp_path):
     assert len(comp.prepare(text).chunks) > 1
 
 
+def test_the_api_keeps_off_the_hub_unless_told(monkeypatch):
+    from taco.layout import hub_offline
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    assert hub_offline()  # nothing set: offline, nothing is downloaded
+    with pytest.raises(FileNotFoundError, match="set HF_HUB_OFFLINE=0 to download it"):
+        Compressor.from_pretrained("models/llmlingua-2-xlm-roberta-large-meetingbank")
+    for value, offline in (("0", False), ("false", False), ("1", True), ("yes", True)):
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        assert hub_offline() is offline
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    assert hub_offline()
+
+
 def test_load_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing': no such folder$"):
         Compressor.from_pretrained(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="Hub is offline"):
+    with pytest.raises(FileNotFoundError, match="keeps off the Hugging Face Hub"):
         Compressor.from_pretrained("someone/some-model")
     (tmp_path / "not-a-model").mkdir()  # a folder, but no config.json: one clear error
     with pytest.raises(FileNotFoundError, match="not-a-model: not a model folder"):

@@ -141,8 +141,18 @@ def test_dtype_and_device_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("auto").type == expected
 
 
-def test_offline_hub_id_gives_one_clear_error() -> None:
-    with pytest.raises(LLMError, match="Hub is offline"):
+@pytest.mark.parametrize(
+    "hub_env", [{"HF_HUB_OFFLINE": "1"}, {}, {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "1"}]
+)
+def test_offline_hub_id_gives_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, hub_env: dict[str, str]
+) -> None:
+    """Offline by construction: with the variables set, unset (the API's default) or vetoed."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in hub_env.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(LLMError, match=r"keeps off the Hugging Face Hub.*HF_HUB_OFFLINE=0"):
         LocalLLM.from_source("some-org/not-a-local-model", dtype="float32")
 
 

@@ -34,6 +34,11 @@ def test_run_overlay_maps_the_dag_params_to_params_yaml_keys() -> None:
         pipeline.run_overlay({"params": [1, 2]})
 
 
+def test_run_settings_must_be_an_object() -> None:
+    with pytest.raises(ConfigError, match="run settings must be a JSON object, got list"):
+        pipeline.run_overlay([1, 2])  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("conf", "message"),
     [
@@ -75,6 +80,7 @@ def test_set_params_keeps_every_comment_and_other_value(params_file: Path) -> No
         ({"train": {"steps": 0}}, r"train\.steps: 0 is outside the allowed range"),
         ({"train": {"stepz": 3}}, r"unknown key\(s\) stepz"),
         ({"trian": {"steps": 3}}, r"unknown section\(s\) trian"),
+        ({"base": {"task": "nope"}}, r"unknown task 'nope'; registered: code, qa, summarization"),
     ],
 )
 def test_set_params_refuses_a_bad_setting_and_leaves_the_file(

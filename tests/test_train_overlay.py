@@ -41,3 +41,21 @@ def test_bad_overlay_is_rejected_and_nothing_written(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="stepz"):
         write_overlaid(ROOT / "params.yaml", [bad], tmp_path / "p.yaml")
     assert not list(tmp_path.glob("*p.yaml*"))
+
+
+def test_the_overlay_command_names_a_missing_or_broken_file(tmp_path: Path) -> None:
+    from taco.overlay import main
+
+    out = tmp_path / "p.yaml"
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=r"nope\.yaml: no such params file"):
+        write_overlaid(ROOT / "params.yaml", [missing], out)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train:\n  steps: [3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: line 3 not valid YAML"):
+        write_overlaid(ROOT / "params.yaml", [broken], out)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n", encoding="utf-8")
+    assert main([str(ROOT / "params.yaml"), str(listed), "-o", str(out)]) == 2
+    assert main([str(ROOT / "params.yaml"), str(missing), "-o", str(out)]) == 2
+    assert not out.exists()

@@ -813,6 +813,11 @@ def check_position_prior(prior: Any) -> float:
 
 
 def _check_texts(texts: Any, name: str) -> list[str]:
+    if isinstance(texts, (bytes, bytearray)):
+        raise ArgumentTypeError(
+            f"{name} must be a str or a list of strings, got {type(texts).__name__} "
+            "(decode it first, e.g. .decode('utf-8'))"
+        )
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise ArgumentTypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
     for i, t in enumerate(texts):

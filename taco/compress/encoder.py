@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from taco.errors import ArgumentError, ArgumentTypeError, UserError
+from taco.layout import hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +119,14 @@ def load_encoder(name_or_path: str | os.PathLike[str] | None) -> tuple[Any, Any,
     if not local:
         if path.exists():
             raise ModelNotFoundError(f"model path is a file, not a model folder: {path}")
-        offline = (
-            os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
-        )
+        offline = hub_offline()
         looks_local = os.sep in name and (name.startswith((".", "/", "~")) or name.count("/") > 1)
         if offline or looks_local:
             if looks_local:
                 raise ModelNotFoundError(f"model {name!r}: no such folder")
             raise ModelNotFoundError(
-                f"model {name!r} is not a local folder, and the Hugging Face Hub is offline "
-                "(HF_HUB_OFFLINE=1; set HF_HUB_OFFLINE=0 to download it)"
+                f"model {name!r} is not a local folder, and taco keeps off the Hugging Face "
+                "Hub (set HF_HUB_OFFLINE=0 to download it)"
             )
     kw: dict[str, Any] = {"trust_remote_code": False}
     if local:

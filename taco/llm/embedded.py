@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from taco.layout import hub_offline
 from taco.llm.base import LLMError
 from taco.llm.cache import cache_dir
 
@@ -86,7 +87,7 @@ def load_tokenizer(source: str | None = None) -> Any:
         path = Path(source).expanduser()
         if source.startswith((".", "/", "~")) and not path.is_dir():
             raise FileNotFoundError(f"no such folder: {path}")
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, local_files_only=hub_offline())
     folder = cache_dir() / "models" / EMBEDDED_NAME
     if (folder / "config.json").is_file():
         return AutoTokenizer.from_pretrained(str(folder))

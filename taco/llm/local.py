@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 
 from taco.device import TORCH_DTYPES, bf16_supported, cpu_flags, place_model, resolve_device
 from taco.device import resolve_dtype as _resolve_dtype
+from taco.layout import hub_offline
 from taco.llm.base import LLM, LLMError, Reduction
 from taco.llm.embedded import EMBEDDED_GGUF, dequantised_dir, embedded_model_dir
 
@@ -101,22 +101,18 @@ def _load(source: str | None, dtype: torch.dtype) -> tuple[Any, Any, str]:
             model_id = f"gguf:{path.name}:{_fingerprint(folder)}"
         elif path.is_dir():
             folder, model_id = path, f"dir:{path.name}:{_fingerprint(path)}"
+        elif hub_offline():
+            raise LLMError(
+                f"llm.model: {source!r} is not a local folder or .gguf file, and taco keeps off "
+                "the Hugging Face Hub; point llm.model at a downloaded folder, or set "
+                "HF_HUB_OFFLINE=0 to download it"
+            )
         else:
             folder, model_id = Path(source), f"hub:{source}"
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
     except OSError as exc:
-        if model_id.startswith("hub:") and os.environ.get("HF_HUB_OFFLINE") in (
-            "1",
-            "true",
-            "True",
-        ):
-            raise LLMError(
-                f"llm.model: {source!r} is not a local folder or .gguf file, and the Hugging Face "
-                "Hub is offline (HF_HUB_OFFLINE=1); point llm.model at a downloaded folder, or set "
-                "HF_HUB_OFFLINE=0 to download it"
-            ) from None
         raise LLMError(f"llm.model: cannot load {source!r}: {str(exc).splitlines()[0]}") from None
     return model, tokenizer, model_id
 

@@ -18,6 +18,8 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from taco.layout import hub_offline
+
 Metric = Callable[[str, Sequence[str]], float]
 
 # --------------------------------------------------------------------------------- BLEU
@@ -150,8 +152,10 @@ class BertScorer:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModel.from_pretrained(model_path).to(self.device).eval()
+        offline = hub_offline()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=offline)
+        model = AutoModel.from_pretrained(model_path, local_files_only=offline)
+        self.model = model.to(self.device).eval()
         self.batch_size = batch_size
 
     def _embed(self, texts: Sequence[str]) -> list[Any]:
