@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,6 +317,25 @@ def test_the_api_keeps_off_the_hub_unless_told(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     assert hub_offline()
+
+
+def test_offline_a_hub_id_loads_from_the_hugging_face_cache(monkeypatch):
+    """A hub id downloaded before (its snapshot in the Hugging Face cache) loads offline."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    from huggingface_hub import constants
+
+    # the session's cache (tests/conftest.py: HF_HOME in a temporary folder)
+    assert Path(constants.HF_HUB_CACHE).is_relative_to(os.environ["HF_HOME"])  # never the user's
+    repo = Path(constants.HF_HUB_CACHE) / "models--someorg--tiny-compressor"
+    tiny_xlmr_compressor_folder(repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd", encoding="utf-8")
+    comp = Compressor.from_pretrained("someorg/tiny-compressor", device="cpu")
+    res = comp.compress("a cached model compresses this sentence offline", rate=0.5)
+    assert 0 < res.compressed_tokens <= res.origin_tokens // 2
+    with pytest.raises(FileNotFoundError, match="nor in the Hugging Face cache"):
+        Compressor.from_pretrained("someorg/not-cached", device="cpu")
 
 
 def test_load_errors_are_clear(tmp_path):

@@ -116,24 +116,24 @@ def load_encoder(name_or_path: str | os.PathLike[str] | None) -> tuple[Any, Any,
     path = embedded_encoder_path() if embedded else Path(os.fspath(name_or_path))
     name = "embedded:all-MiniLM-L6-v2" if embedded else os.fspath(name_or_path)
     local = path.is_dir()
+    offline = hub_offline()
     if not local:
         if path.exists():
             raise ModelNotFoundError(f"model path is a file, not a model folder: {path}")
-        offline = hub_offline()
         looks_local = os.sep in name and (name.startswith((".", "/", "~")) or name.count("/") > 1)
-        if offline or looks_local:
-            if looks_local:
-                raise ModelNotFoundError(f"model {name!r}: no such folder")
-            raise ModelNotFoundError(
-                f"model {name!r} is not a local folder, and taco keeps off the Hugging Face "
-                "Hub (set HF_HUB_OFFLINE=0 to download it)"
-            )
+        if looks_local:
+            raise ModelNotFoundError(f"model {name!r}: no such folder")
     kw: dict[str, Any] = {"trust_remote_code": False}
-    if local:
+    if local or offline:  # offline, a hub id loads from the Hugging Face cache or not at all
         kw["local_files_only"] = True
     try:
         config = AutoConfig.from_pretrained(os.fspath(path), **kw)
     except (OSError, ValueError) as exc:
+        if not local and offline:
+            raise ModelNotFoundError(
+                f"model {name!r} is neither a local folder nor in the Hugging Face cache, and "
+                "taco keeps off the Hugging Face Hub (set HF_HUB_OFFLINE=0 to download it)"
+            ) from None
         raise ModelNotFoundError(
             f"{name}: not a model folder ({str(exc).splitlines()[0]})"
         ) from None

@@ -101,18 +101,22 @@ def _load(source: str | None, dtype: torch.dtype) -> tuple[Any, Any, str]:
             model_id = f"gguf:{path.name}:{_fingerprint(folder)}"
         elif path.is_dir():
             folder, model_id = path, f"dir:{path.name}:{_fingerprint(path)}"
-        elif hub_offline():
-            raise LLMError(
-                f"llm.model: {source!r} is not a local folder or .gguf file, and taco keeps off "
-                "the Hugging Face Hub; point llm.model at a downloaded folder, or set "
-                "HF_HUB_OFFLINE=0 to download it"
-            )
         else:
             folder, model_id = Path(source), f"hub:{source}"
+    # offline, a hub id loads from the Hugging Face cache or not at all
+    offline = model_id.startswith("hub:") and hub_offline()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dtype, local_files_only=offline
+        )
     except OSError as exc:
+        if offline:
+            raise LLMError(
+                f"llm.model: {source!r} is neither a local folder or .gguf file nor in the "
+                "Hugging Face cache, and taco keeps off the Hugging Face Hub; point llm.model "
+                "at a downloaded folder, or set HF_HUB_OFFLINE=0 to download it"
+            ) from None
         raise LLMError(f"llm.model: cannot load {source!r}: {str(exc).splitlines()[0]}") from None
     return model, tokenizer, model_id
 
