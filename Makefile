@@ -44,9 +44,11 @@ export TACO_WORKSPACE ?= $(CURDIR)
 AIRFLOW_DB := $(AIRFLOW_HOME)/airflow.db
 RUN_LOG := $(AIRFLOW_HOME)/make-run.log
 CONF ?=
-# What `make run` shows of the DAG's log: each stage's start and end, progress bars, errors.
+# What `make run` shows of the DAG's log: each stage's start and end, progress bars, errors,
+# and where a killed training run resumes.
 RUN_SHOW := sed -nuE -e 's/^[^ ]+ \[(info|warning|error) *\] (.*[^ ]) +\[taco\.pipeline\].*$$/  \2/p' \
-  -e 's/^(taco\.[a-zA-Z.]+: .*)$$/  \1/p' | grep --line-buffered -vE '^  [a-z]+ \| [^%]*$$'
+  -e 's/^(taco\.[a-zA-Z.]+: .*)$$/  \1/p' | sed -uE 's/^  ([a-z]+) \| .*(resuming from step .*)$$/  \1: \2/' \
+  | grep --line-buffered -vE '^  [a-z]+ \| [^%]*$$'
 
 $(AIRFLOW_DB): | $(STAMP)
 	@mkdir -p $(AIRFLOW_HOME)

@@ -49,6 +49,8 @@ RUN_SETTINGS: dict[str, str] = {
 RUN_CONF_KEYS: tuple[str, ...] = (*RUN_SETTINGS, "params")
 
 _TACO_LINE = re.compile(r"^taco: (error|failed): (.*)$")
+# DVC's words when another process holds its lock (dvc/rwlock.py, dvc/lock.py)
+_DVC_LOCKED = ("is busy, it is being blocked by", "Unable to acquire lock")
 _EXIT = re.compile(r"exited with (-?\d+)")
 
 
@@ -253,7 +255,8 @@ def _how_it_ended(code: int) -> str:
 
 def _failure(stage: str, code: int, tail: list[str]) -> Exception:
     """The exception for a failed stage command: the stage's own one-line error when it gave
-    one (exit 2 ``UserError``, exit 1 ``StageFailed``), else ``StageCrashed``."""
+    one (exit 2 ``UserError``, exit 1 ``StageFailed``), else ``StageCrashed`` (saying so when
+    another run holds DVC's lock: a retry waits for it)."""
     exits = [int(m.group(1)) for line in tail if (m := _EXIT.search(line))]
     for line in reversed(tail):
         m = _TACO_LINE.match(line)
@@ -261,6 +264,11 @@ def _failure(stage: str, code: int, tail: list[str]) -> Exception:
             kind = UserError if m.group(1) == "error" else StageFailed
             return kind(f"{stage}: {m.group(2)}")
     errors = [line for line in tail if line.startswith("ERROR")] or tail or [""]
+    if any(m in errors[-1] for m in _DVC_LOCKED):
+        return StageCrashed(
+            f"{stage}: another run holds DVC's lock on this workspace, so the task is retried "
+            f"(two runs at once in one checkout wait for each other); {errors[-1]}"
+        )
     how = _how_it_ended(exits[-1]) if exits else f"dvc exited with {code}"
     return StageCrashed(f"{stage}: {how}; {errors[-1]}")
 

@@ -125,6 +125,11 @@ DVC_ERROR = "ERROR: failed to reproduce '{s}': failed to run: python -m taco {s}
             pipeline.StageCrashed,
             "validate: exited with 3; ERROR: failed to reproduce",
         ),
+        (  # a second `make run` in the same checkout
+            ["ERROR: '/w/data/teacher/code' is busy, it is being blocked by:", "  (PID 7): dvc"],
+            pipeline.StageCrashed,
+            "validate: another run holds DVC's lock on this workspace, so the task is retried",
+        ),
     ],
 )
 def test_a_failed_stage_says_whether_a_retry_can_help(tail, kind, message) -> None:

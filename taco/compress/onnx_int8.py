@@ -179,8 +179,8 @@ class OnnxTokenClassifier:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         # idle threads sleep instead of spinning: a spinning pool kept the cores from torch
-        # (an LLM, the policy) right after each run, which then ran ~2.9x slower; compression
-        # itself is no slower (docs/results.md, 2026-12-07)
+        # work in the same process (e.g. a local LLM) right after each run, which then ran
+        # ~2.9x slower; compression itself is no slower (docs/results.md, 2026-12-07)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]

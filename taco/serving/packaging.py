@@ -114,6 +114,7 @@ def lineage(params: Params, root: Path, gate: Mapping[str, Any], forced: bool) -
             "task": task,
             "metrics": metrics,
             "gate_passed": gate.get("passed"),
+            "gate_metric": gate.get("metric"),
             "gate_reasons": gate.get("reasons"),
             "gate_checks": gate.get("checks"),
             "champion": gate.get("champion"),

@@ -214,6 +214,18 @@ def bento_for(model_tag: str) -> str | None:
     return str(max(bentos, key=lambda b: b.info.creation_time).tag)
 
 
+def table_metrics(record: ModelRecord) -> str:
+    """``taco models``' KEY METRICS cell: ``key_metrics``, narrowed to the gated score and the
+    achieved rate when the model says which score its gate read (``gate_metric``)."""
+    metrics = record.key_metrics()
+    gated = record.metadata.get("gate_metric")
+    if gated:
+        metrics = {
+            k: v for k, v in metrics.items() if k.rsplit("/", 1)[-1] in (gated, "achieved_rate")
+        }
+    return " ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items())) or "-"
+
+
 def format_table(records: list[ModelRecord]) -> str:
     """``taco models``'s table: tag, stage, task, date, recommended rate, gate, key metrics."""
     if not records:
@@ -233,7 +245,7 @@ def format_table(records: list[ModelRecord]) -> str:
                 r.created.strftime("%Y-%m-%d %H:%M"),
                 "-" if rate is None else f"{rate:g}",
                 "forced" if r.metadata.get("forced") else {True: "passed"}.get(gate, "-"),
-                " ".join(f"{k}={v:.3f}" for k, v in sorted(r.key_metrics().items())) or "-",
+                table_metrics(r),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]

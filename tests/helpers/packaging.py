@@ -57,6 +57,7 @@ def gate(
     return {
         "task": task,
         "passed": passed,
+        "metric": "bleu",
         "checks": [check],
         "reasons": [] if passed else [check["reason"]],
         "recommended_rate": recommended_rate,

@@ -69,6 +69,7 @@ def test_package_registers_the_model_with_its_lineage(tmp_path: Path, _own_store
     meta = stored["metadata"]
     assert meta["metrics"] == {k: v for k, v in fx.metrics().items() if v is not None}
     assert meta["gate_passed"] is True and meta["gate_reasons"] == []
+    assert meta["gate_metric"] == "bleu"  # what `taco models` shows
     assert meta["recommended_rate"] == 0.5
     assert meta["data_version"] == report["data_version"]
     assert meta["git_commit"] == commit
