@@ -977,19 +977,29 @@ def sections() -> dict[str, type]:
     return {f.name: hints[f.name] for f in dataclasses.fields(Params)}
 
 
+def read_sections(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a params file (params.yaml or an overlay). ``ConfigError``
+    names the file, and the line of a YAML error, when it is missing, unreadable, not YAML or
+    not a mapping."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{line} not valid YAML ({exc})") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return dict(raw)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read params.yaml (a missing file gives all defaults) and validate every section."""
     path = Path(path)
-    raw: Any = {}
-    if path.exists():
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{line}: not valid YAML ({exc})") from None
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    raw = read_sections(path) if path.exists() else {}
     known = sections()
     unknown = sorted(set(raw) - set(known))
     if unknown:

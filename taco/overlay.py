@@ -29,33 +29,14 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def _read(path: Path) -> dict[str, Any]:
-    """The params sections in ``path``; ``ConfigError`` names the file (and the line of a YAML
-    error) when it is missing, unreadable or not a mapping."""
-    from taco.config import ConfigError
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such params file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} not valid YAML") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a mapping of params sections")
-    return dict(data)
-
-
 def write_overlaid(base: Path, overlays: Sequence[Path], out: Path) -> Path:
-    """Merge ``overlays`` (in order) over ``base``, validate, write ``out`` atomically."""
-    from taco.config import load_params
+    """Merge ``overlays`` (in order) over ``base``, validate, write ``out`` atomically;
+    ``ConfigError`` names a missing, broken or invalid file (``out`` is then not written)."""
+    from taco.config import load_params, read_sections
 
-    merged = _read(base)
+    merged = read_sections(base)
     for o in overlays:
-        merged = deep_merge(merged, _read(o))
+        merged = deep_merge(merged, read_sections(o))
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.write_text(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), encoding="utf-8")
     try:

@@ -214,6 +214,7 @@ def test_compress_prompt_token_to_word_and_drop_consecutive(comp, squad, code, c
     caplog.clear()
     with caplog.at_level("WARNING", logger="taco.compress.compressor"):
         comp.compress_prompt(context, rate=0.5, chunk_end_tokens=[".", "\n"])  # the default
+        comp.compress_prompt(context, rate=0.5, chunk_end_tokens=(".", "\n"))  # as a tuple
         assert not caplog.records
         comp.compress_prompt(context, rate=0.5, use_context_level_filter=True)
     assert "use_context_level_filter=True: no effect in taco" in caplog.text

@@ -522,7 +522,11 @@ class Compressor:
             raise ArgumentTypeError(
                 f"compress_prompt() got unsupported argument(s): {', '.join(unknown)}"
             )
-        changed = {k: v for k, v in llmlingua_options.items() if v != _LLMLINGUA_NO_EFFECT[k]}
+        changed = {
+            k: v
+            for k, v in llmlingua_options.items()
+            if (list(v) if isinstance(v, tuple) else v) != _LLMLINGUA_NO_EFFECT[k]
+        }
         if changed:
             log.warning(
                 "compress_prompt: %s: no effect in taco, which compresses every context at "
